@@ -1,0 +1,34 @@
+# Set-up and checks. `make demo` and `make test` work on a fresh machine with python3 and PyPI.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The CPU wheel of torch: an unpinned torch would pull gigabytes of CUDA packages.
+TORCH  := torch==2.13.0
+SAMPLE ?= ../shared/media/images/d8.jpg
+DEMO_OUT ?= out/demo-d8
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/headrig reconstruct $(SAMPLE) -o $(DEMO_OUT) --force
+	@echo "Result: $(abspath $(DEMO_OUT))  (open head.glb in Blender, or run: $(BIN)/headrig info $(DEMO_OUT))"
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+bench: install
+	$(BIN)/python -m bench.speed
+	$(BIN)/python -m bench.accuracy
+
+clean:
+	rm -rf $(VENV) out dist build *.egg-info .pytest_cache

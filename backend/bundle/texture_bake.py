@@ -1,0 +1,194 @@
+"""Bake photo colour into the ICT skin atlas (see ``backend.texture_layout``).
+
+Each texel of the face and back-head tiles is a point on the fitted mesh. It is projected into
+every photo and coloured there, weighted by how squarely the surface faces the camera, whether it
+is visible (depth test against the mesh's own depth) and whether the person mask covers it.
+Texels no photo sees are filled by pull-push from their neighbours, so there are no black holes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy.ndimage import zoom
+
+from backend.headmodel.asset import HeadModelAsset
+from backend.texture_layout import ATLAS_SIZE, SKIN_MATERIALS, atlas_uv
+
+
+@dataclass
+class TexelMap:
+    """Which surface point each covered atlas texel shows.
+
+    pixel: [N] flat indices into the [H, W] atlas (row 0 at the top, v up in uv space);
+    corners: [N, 3] vertex ids; bary: [N, 3] float32 weights.
+    """
+
+    size: tuple[int, int]
+    pixel: np.ndarray
+    corners: np.ndarray
+    bary: np.ndarray
+
+
+def build_texel_map(asset: HeadModelAsset, size: tuple[int, int] = ATLAS_SIZE) -> TexelMap:
+    """Rasterise the skin triangles in uv space (triangle ids via PIL, barycentrics via numpy)."""
+    width, height = size
+    skin = np.isin(asset.triangle_material(), [asset.material_names.index(m) for m in SKIN_MATERIALS])
+    tri_ids = np.nonzero(skin)[0]
+    uv = asset.uvs[asset.triangle_uvs[tri_ids]]  # [T, 3, 2]
+    au, av = atlas_uv(uv[..., 0], uv[..., 1])
+    px = np.stack([au * width, (1 - av) * height], -1)  # [T, 3, 2] pixel coords, y down
+    ids = Image.new("I", (width, height), -1)
+    draw = ImageDraw.Draw(ids)
+    for i, tri in enumerate(px):
+        draw.polygon([tuple(p) for p in tri], fill=i)
+    id_img = np.asarray(ids, dtype=np.int64)
+    ys, xs = np.nonzero(id_img >= 0)
+    tri = id_img[ys, xs]
+    centre = np.stack([xs + 0.5, ys + 0.5], -1)
+    a, b, c = px[tri, 0], px[tri, 1], px[tri, 2]
+    v0, v1, v2 = b - a, c - a, centre - a
+    d00, d01, d11 = (v0 * v0).sum(1), (v0 * v1).sum(1), (v1 * v1).sum(1)
+    d20, d21 = (v2 * v0).sum(1), (v2 * v1).sum(1)
+    denom = np.where(np.abs(d00 * d11 - d01 * d01) < 1e-12, 1e-12, d00 * d11 - d01 * d01)
+    w1 = (d11 * d20 - d01 * d21) / denom
+    w2 = (d00 * d21 - d01 * d20) / denom
+    bary = np.clip(np.stack([1 - w1 - w2, w1, w2], -1), 0, 1)
+    bary /= bary.sum(1, keepdims=True)
+    return TexelMap(size, (ys * width + xs).astype(np.int64), asset.triangles[tri_ids[tri]].astype(np.int64), bary.astype(np.float32))
+
+
+@dataclass
+class PhotoView:
+    """One photo as the baker sees it. rgb: [H, W, 3] uint8; mask: [H, W] float in [0, 1];
+    verts_cam: [V, 3] fitted vertices in camera space (cm, OpenCV axes); normals_cam: [V, 3]."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    verts_cam: np.ndarray
+    normals_cam: np.ndarray
+    focal: float
+    principal: tuple[float, float]
+
+
+def project_points(points: np.ndarray, focal: float, principal: tuple[float, float]) -> np.ndarray:
+    """[N, 3] camera-space points -> [N, 2] pixels."""
+    z = np.maximum(points[:, 2:3], 1e-3)
+    return points[:, :2] / z * focal + np.asarray(principal)
+
+
+def visible_points(points: np.ndarray, view: PhotoView, tolerance_cm: float = 0.4, cell_px: float = 2.0) -> np.ndarray:
+    """[N] bool: points not hidden by nearer points of the same surface sample set.
+
+    A coarse z-buffer of the points themselves (cells of ``cell_px``) is dense enough because the
+    texel points sample the skin far more finely than the photo's pixels."""
+    h, w = view.rgb.shape[:2]
+    xy = project_points(points, view.focal, view.principal)
+    gw, gh = int(np.ceil(w / cell_px)), int(np.ceil(h / cell_px))
+    gx = np.clip((xy[:, 0] / cell_px).astype(np.int64), 0, gw - 1)
+    gy = np.clip((xy[:, 1] / cell_px).astype(np.int64), 0, gh - 1)
+    cell = gy * gw + gx
+    depth = np.full(gw * gh, np.inf)
+    np.minimum.at(depth, cell, points[:, 2])
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < w - 1) & (xy[:, 1] >= 0) & (xy[:, 1] < h - 1)
+    return inside & (points[:, 2] <= depth[cell] + tolerance_cm)
+
+
+def sample_bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """[H, W, C] or [H, W] image at [N, 2] pixel positions (pixel centres at integers)."""
+    img = image.astype(np.float32)
+    if img.ndim == 2:
+        img = img[..., None]
+    h, w = img.shape[:2]
+    x = np.clip(xy[:, 0], 0, w - 1.001)
+    y = np.clip(xy[:, 1], 0, h - 1.001)
+    x0, y0 = x.astype(np.int64), y.astype(np.int64)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
+    bottom = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def skin_likelihood(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """[N] in [0, 1]: how close colours [N, 3] are to the chromaticity of reference colours [M, 3].
+
+    Chromaticity (r, g normalised by brightness) ignores shading; the spread is estimated robustly
+    (median absolute deviation) so eyes, brows and lips in the reference do not widen it much."""
+    def chroma(c: np.ndarray) -> np.ndarray:
+        return c[:, :2] / (c.sum(1, keepdims=True) + 1e-6)
+
+    ref = chroma(reference)
+    centre = np.median(ref, axis=0)
+    spread = np.clip(1.4826 * np.median(np.abs(ref - centre), axis=0), 0.01, 0.03)
+    d2 = (((chroma(colours) - centre) / spread) ** 2).sum(1)
+    return np.exp(-0.5 * d2)
+
+
+def bake_texture(texels: TexelMap, views: list[PhotoView], skin_gated: np.ndarray | None = None,
+                 skin_reference: np.ndarray | None = None, min_cos: float = 0.2) -> tuple[np.ndarray, float]:
+    """Blend all views into the atlas.
+
+    Args:
+        skin_gated: [N] bool texels (neck, ears, scalp) that take colour only where it looks like
+            skin, so clothing and background never land on the neck; None for no gate.
+        skin_reference: [N] bool texels whose colours define "skin" (the central face).
+    Returns:
+        texture: [H, W, 3] uint8 atlas; coverage: fraction of skin texels seen by some photo.
+    """
+    n = len(texels.pixel)
+    colour_sum = np.zeros((n, 3), np.float64)
+    weight_sum = np.zeros(n, np.float64)
+    for view in views:
+        pts = np.einsum("nkc,nk->nc", view.verts_cam[texels.corners], texels.bary)
+        nrm = np.einsum("nkc,nk->nc", view.normals_cam[texels.corners], texels.bary)
+        nrm /= np.linalg.norm(nrm, axis=1, keepdims=True) + 1e-9
+        cos = -(nrm * pts).sum(1) / (np.linalg.norm(pts, axis=1) + 1e-9)
+        vis = visible_points(pts, view) & (cos > min_cos)
+        xy = project_points(pts[vis], view.focal, view.principal)
+        # Squared cosine favours frontal views where several photos overlap; the mask keeps
+        # background and clothing out of the skin.
+        w = cos[vis] ** 2 * sample_bilinear(view.mask, xy)[:, 0]
+        sampled = sample_bilinear(view.rgb, xy)
+        if skin_gated is not None and skin_reference is not None and skin_reference[vis].any():
+            gate = skin_gated[vis]
+            likelihood = skin_likelihood(sampled[gate], sampled[skin_reference[vis]])
+            # A hard floor: normalised blending would otherwise still show clothing where only
+            # weakly weighted samples exist.
+            w[gate] *= likelihood * (likelihood > 0.3)
+        colour_sum[vis] += sampled * w[:, None]
+        weight_sum[vis] += w
+    width, height = texels.size
+    colour = np.zeros((height * width, 3), np.float32)
+    weight = np.zeros(height * width, np.float32)
+    seen = weight_sum > 1e-3
+    colour[texels.pixel[seen]] = colour_sum[seen] / weight_sum[seen, None]
+    weight[texels.pixel[seen]] = 1.0
+    filled = pull_push_fill(colour.reshape(height, width, 3), weight.reshape(height, width))
+    return np.clip(filled + 0.5, 0, 255).astype(np.uint8), float(seen.mean())
+
+
+def pull_push_fill(colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Fill texels of zero weight from coarser averages of their surroundings (pull-push).
+
+    Args:
+        colour: [H, W, 3] (valid where weight > 0); weight: [H, W] in [0, 1]. H and W powers of 2.
+    Returns:
+        [H, W, 3] with every texel filled; known texels unchanged.
+    """
+    levels = [(colour * weight[..., None], weight)]
+    while levels[-1][1].shape[0] > 1 and levels[-1][1].shape[1] > 1:
+        c, w = levels[-1]
+        h2, w2 = c.shape[0] // 2, c.shape[1] // 2
+        c = c[: h2 * 2, : w2 * 2].reshape(h2, 2, w2, 2, 3).sum((1, 3))
+        w = w[: h2 * 2, : w2 * 2].reshape(h2, 2, w2, 2).sum((1, 3))
+        levels.append((c, w))
+    c, w = levels[-1]
+    result = c / np.maximum(w, 1e-6)[..., None]
+    for c, w in reversed(levels[:-1]):
+        # Bilinear (not nearest) upsampling: nearest leaves visible blocks in large filled areas.
+        up = zoom(result, (c.shape[0] / result.shape[0], c.shape[1] / result.shape[1], 1), order=1, mode="nearest")
+        known = np.minimum(w, 1.0)[..., None]
+        result = known * (c / np.maximum(w, 1e-6)[..., None]) + (1 - known) * up
+    return result

@@ -1,0 +1,1 @@
+"""Fitting the head model to landmarks (and, later, pixels)."""

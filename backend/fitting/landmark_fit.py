@@ -1,0 +1,227 @@
+"""Fit the head model to 2D landmarks of one or more photos of one person.
+
+Pose is initialised from MediaPipe's 3D landmarks by similarity alignment (as in PGN: pose from
+3D landmarks, not regressed), then focal length, per-photo pose and expression, and one shared
+identity are optimised on the robust 2D reprojection error. Units: model space in cm; camera
+space in cm (OpenCV axes: x right, y down, z forward); image space in pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from backend.fitting.contour import ContourCandidates, build_contour_candidates, select_silhouette
+from backend.fitting.optim import Adam
+from backend.fitting.geometry import axis_angle_to_matrix, matrix_to_axis_angle, project, umeyama
+from backend.headmodel.asset import HeadModelAsset
+from backend.headmodel.torch_model import MorphableModel
+from backend.landmarks.correspondence import LandmarkCorrespondence
+
+IRIS = np.arange(468, 478)
+
+
+@dataclass
+class FitConfig:
+    """Weights are relative to the mean robust landmark residual measured in inter-ocular units."""
+
+    rigid_steps: int = 60
+    steps: int = 260
+    lr: float = 0.03
+    identity_prior: float = 2e-4   # times sum(identity^2): the N(0, 1) prior of ICT's identity weights
+    expression_l1: float = 2e-3    # times sum(expression): sparse, non-negative expressions
+    focal_prior: float = 0.05      # times (log f - log f0)^2
+    robust_scale: float = 0.03     # Charbonnier knee, in inter-ocular distances
+    contour_weight: float = 0.5
+    iris_weight: float = 0.5
+    contour_every: int = 20        # re-pick silhouette points this often
+    initial_focal_factor: float = 1.3  # f0 = factor * max(width, height): a mild portrait lens
+
+
+@dataclass
+class Observation:
+    """One photo's landmarks. points: [478, 3] (x, y pixels; z MediaPipe depth in pixels)."""
+
+    points: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def interocular_px(self) -> float:
+        return float(np.linalg.norm(self.points[468, :2] - self.points[473, :2]))
+
+
+@dataclass
+class PhotoFit:
+    """rotation: [3] axis-angle model->camera; translation: [3] cm; expression: [E] in [0, 1];
+    projected: [478, 2] fitted landmark pixels."""
+
+    rotation: np.ndarray
+    translation: np.ndarray
+    expression: np.ndarray
+    focal: float
+    principal: tuple[float, float]
+    projected: np.ndarray
+    landmark_rmse_px: float
+    landmark_rmse_iod: float
+    contour_rmse_iod: float  # the face outline alone: the first thing to go wrong on non-human faces
+
+
+@dataclass
+class FitResult:
+    """identity: [I] shared weights; photos: one PhotoFit per observation."""
+
+    identity: np.ndarray
+    photos: list[PhotoFit]
+    identity_prior_energy: float  # mean of identity^2 (about 1 for people drawn from the prior)
+    loss_history: list[float] = field(default_factory=list)
+
+    @property
+    def landmark_rmse_iod(self) -> float:
+        return float(np.sqrt(np.mean([p.landmark_rmse_iod**2 for p in self.photos])))
+
+    def implausibility(self, photo: int) -> float:
+        """How un-human the fit of one photo looks: a sum of errors, each scaled by a typical value
+        for real photos. Measured on ../shared/media: 16 human photos and video frames (paintings,
+        old and small faces included) score 1.3-2.4; the dog (s25), which MediaPipe annotates, 3.8."""
+        p = self.photos[photo]
+        return p.landmark_rmse_iod / 0.045 + self.identity_prior_energy / 0.18 + p.contour_rmse_iod / 0.12
+
+
+class LandmarkFitter:
+    """Holds the model restricted to landmark points; reuse it across fits (and video frames)."""
+
+    def __init__(self, asset: HeadModelAsset, correspondence: LandmarkCorrespondence, config: FitConfig | None = None):
+        self.asset = asset
+        self.config = config or FitConfig()
+        self.points_model = MorphableModel.at_surface_points(asset, correspondence.corners, correspondence.bary)
+        default = correspondence.positions(asset.neutral)
+        # Only the outline below the eyes is a silhouette (cheeks, jaw, chin); the upper face oval
+        # lies on the forehead and stays a fixed surface point.
+        eye_level = default[[33, 263], 1].mean()
+        sliding = correspondence.contour[default[correspondence.contour, 1] < eye_level]
+        self.contour: ContourCandidates = build_contour_candidates(asset, default, sliding)
+        flat = self.contour.vertices.reshape(-1)
+        self.contour_model = MorphableModel(asset.neutral[flat], asset.identity_basis[:, flat], asset.expression_basis[:, flat])
+        weights = np.ones(correspondence.n_points, np.float32)
+        weights[correspondence.contour] = self.config.contour_weight
+        weights[IRIS] = self.config.iris_weight
+        self.weights = torch.tensor(weights)
+        self.rigid_ids = np.setdiff1d(np.arange(468), self.contour.landmark)
+
+    def initial_pose(self, obs: Observation, focal: float) -> tuple[np.ndarray, np.ndarray]:
+        """Rotation (axis-angle) and translation (cm) from MediaPipe's 3D landmarks.
+
+        MediaPipe's (x, y, z) are pixels in OpenCV-like axes under weak perspective, so a
+        similarity from the mean face's landmark points gives the rotation and the pixel scale;
+        depth follows from scale = focal / depth."""
+        model_pts = self.points_model.mean.numpy()[self.rigid_ids].astype(np.float64)
+        scale, rot, _ = umeyama(model_pts, obs.points[self.rigid_ids].astype(np.float64))
+        depth = focal / scale
+        centre_px = obs.points[self.rigid_ids, :2].mean(0)
+        centre_cam = rot @ model_pts.mean(0)  # model centroid offset after rotation (cm)
+        cx, cy = obs.width / 2, obs.height / 2
+        tz = depth - centre_cam[2]
+        tx = (centre_px[0] - cx) * depth / focal - centre_cam[0]
+        ty = (centre_px[1] - cy) * depth / focal - centre_cam[1]
+        return matrix_to_axis_angle(rot), np.array([tx, ty, tz])
+
+    def fit(self, observations: list[Observation], init_identity: np.ndarray | None = None) -> FitResult:
+        cfg = self.config
+        n = len(observations)
+        target = torch.tensor(np.stack([o.points[:, :2] for o in observations]), dtype=torch.float32)  # [N, P, 2]
+        iod = torch.tensor([max(o.interocular_px, 1.0) for o in observations])[:, None]  # [N, 1]
+        principal = torch.tensor([[o.width / 2, o.height / 2] for o in observations], dtype=torch.float32)
+        f0 = cfg.initial_focal_factor * max(max(o.width, o.height) for o in observations)
+        poses = [self.initial_pose(o, f0) for o in observations]
+
+        log_focal = torch.tensor([np.log(f0)], dtype=torch.float32, requires_grad=True)
+        # Rotation = R(delta) @ R0: optimising a small delta avoids axis-angle's singularity at
+        # 180 degrees, where every photo starts (model y up, camera y down).
+        base_rot = axis_angle_to_matrix(torch.tensor(np.stack([p[0] for p in poses]), dtype=torch.float32))
+        delta_rot = torch.zeros(n, 3, requires_grad=True)
+        # Translation as (x/z, y/z, log z): image-plane offsets and depth are then equally scaled.
+        trans0 = np.stack([p[1] for p in poses])
+        offset = torch.tensor(trans0[:, :2] / trans0[:, 2:], dtype=torch.float32, requires_grad=True)
+        log_depth = torch.tensor(np.log(trans0[:, 2]), dtype=torch.float32, requires_grad=True)
+        identity = torch.tensor(
+            np.zeros(self.asset.n_identity) if init_identity is None else init_identity, dtype=torch.float32
+        )[None].clone().requires_grad_(True)
+        expression = torch.zeros(n, self.asset.n_expressions, requires_grad=True)
+        k, m = self.contour.vertices.shape
+        chosen = torch.zeros(n, k, dtype=torch.long)
+
+        def translation() -> torch.Tensor:
+            z = log_depth.exp()[:, None]
+            return torch.cat([offset * z, z], dim=1)
+
+        def rotation_matrix() -> torch.Tensor:
+            return axis_angle_to_matrix(delta_rot) @ base_rot
+
+        def posed(model: MorphableModel) -> torch.Tensor:
+            pts = model.shape(identity.expand(n, -1), expression)
+            return pts @ rotation_matrix().transpose(-1, -2) + translation()[:, None, :]
+
+        def predict(update_contour: bool) -> torch.Tensor:
+            nonlocal chosen
+            focal = log_focal.exp().expand(n)
+            pts = project(posed(self.points_model), focal, principal)
+            cand = project(posed(self.contour_model), focal, principal).reshape(n, k, m, 2)
+            if update_contour:
+                with torch.no_grad():
+                    chosen = select_silhouette(cand, pts[:, self.rigid_ids].mean(1))
+            picked = torch.gather(cand, 2, chosen[:, :, None, None].expand(n, k, 1, 2))[:, :, 0]
+            return pts.index_copy(1, torch.as_tensor(self.contour.landmark), picked)
+
+        def data_term(pred: torch.Tensor) -> torch.Tensor:
+            err = (pred - target).norm(dim=-1) / iod  # [N, P] in inter-ocular units
+            rho = torch.sqrt(err**2 + cfg.robust_scale**2) - cfg.robust_scale
+            return (rho * self.weights).sum(1).mean() / self.weights.sum()
+
+        history: list[float] = []
+        stages = [
+            (cfg.rigid_steps, [delta_rot, offset, log_depth, log_focal]),
+            (cfg.steps, [delta_rot, offset, log_depth, log_focal, identity, expression]),
+        ]
+        for steps, params in stages:
+            opt = Adam(params, lr=cfg.lr, steps=steps)
+            for step in range(steps):
+                opt.zero_grad()
+                pred = predict(update_contour=step % cfg.contour_every == 0)
+                loss = (
+                    data_term(pred)
+                    + cfg.identity_prior * identity.square().sum()
+                    + cfg.expression_l1 * expression.sum() / n
+                    + cfg.focal_prior * (log_focal[0] - np.log(f0)) ** 2
+                )
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    expression.clamp_(0.0, 1.0)
+                history.append(float(loss.detach()))
+
+        with torch.no_grad():
+            pred = predict(update_contour=True).numpy()
+            trans = translation().numpy()
+            rots = rotation_matrix().numpy().astype(np.float64)
+        focal = float(log_focal.detach().exp())
+        photos = []
+        for i, obs in enumerate(observations):
+            res = np.linalg.norm(pred[i] - obs.points[:, :2], axis=1)
+            rmse = float(np.sqrt(np.mean(res[:468] ** 2)))
+            contour_rmse = float(np.sqrt(np.mean(res[self.contour.landmark] ** 2)))
+            photos.append(PhotoFit(
+                rotation=matrix_to_axis_angle(rots[i]),
+                translation=trans[i].astype(np.float64),
+                expression=expression[i].detach().numpy().astype(np.float64),
+                focal=focal,
+                principal=(obs.width / 2, obs.height / 2),
+                projected=pred[i],
+                landmark_rmse_px=rmse,
+                landmark_rmse_iod=rmse / max(obs.interocular_px, 1.0),
+                contour_rmse_iod=contour_rmse / max(obs.interocular_px, 1.0),
+            ))
+        ident = identity[0].detach().numpy().astype(np.float64)
+        return FitResult(ident, photos, float(np.mean(ident**2)), history)

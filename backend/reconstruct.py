@@ -1,0 +1,227 @@
+"""Photos of one person -> a fitted, textured head bundle (the ``reconstruct`` job).
+
+Stages: load and check each photo; MediaPipe landmarks and person mask; one landmark fit for all
+photos (shared identity and focal length); plausibility check; texture bake; glTF; bundle written
+atomically. Nothing is written unless every stage succeeds.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from backend import __version__
+from backend.bundle.gltf_writer import build_head_glb, vertex_normals
+from backend.bundle.overlay import contact_sheet, draw_overlay, face_edges
+from backend.bundle.texture_bake import PhotoView, bake_texture, build_texel_map
+from backend.errors import InputError
+from backend.fitting.geometry import axis_angle_to_matrix
+from backend.fitting.landmark_fit import FitConfig, FitResult, LandmarkFitter, Observation, PhotoFit
+from backend.headmodel.ict_source import load_ict
+from backend.image_input import Photo, load_photo
+from backend.landmarks import FaceLandmarker, PersonSegmenter
+from backend.landmarks.correspondence import load_correspondence
+from shared.bundle import CameraIntrinsics, HeadManifest, InputFit, InputRecord, write_bundle
+
+
+@dataclass
+class ReconstructOptions:
+    max_pixels: int = 50_000_000
+    fit: FitConfig = field(default_factory=FitConfig)
+    # Plausibility of a human face: MediaPipe annotates animals too (see FitResult.implausibility).
+    max_implausibility: float = 3.0
+    progress: bool = True
+    threads: int = 1  # the fit is many tiny matmuls: extra threads only spin, badly so on a busy machine
+
+
+@dataclass
+class ReconstructResult:
+    """identity: [I]; vertices_cm: [V, 3] identity-applied neutral mesh (model space, cm)."""
+
+    bundle_dir: Path
+    identity: np.ndarray
+    fits: list[PhotoFit]
+    vertices_cm: np.ndarray
+    manifest: HeadManifest
+    timings: dict[str, float]
+
+
+class Reconstructor:
+    """Holds the model, the detectors and the texel map; reuse it for many jobs."""
+
+    def __init__(self, options: ReconstructOptions | None = None):
+        self.options = options or ReconstructOptions()
+        torch.set_num_threads(self.options.threads)
+        self.asset = load_ict(progress=self.options.progress)
+        self.correspondence = load_correspondence()
+        self.fitter = LandmarkFitter(self.asset, self.correspondence, self.options.fit)
+        self.landmarker = FaceLandmarker()
+        self.segmenter = PersonSegmenter()
+        self._texels = None
+        self._edges = face_edges(self.asset.triangles, self.asset.parts["face"][1] + 1)
+
+    def close(self) -> None:
+        self.landmarker.close()
+        self.segmenter.close()
+
+    def __enter__(self) -> "Reconstructor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def texels(self):
+        if self._texels is None:
+            self._texels = build_texel_map(self.asset)
+        return self._texels
+
+    def reconstruct(self, paths: list[Path], out_dir: Path, force: bool = False, job_id: str | None = None) -> ReconstructResult:
+        if not paths:
+            raise InputError("(no input)", "no photos given", "pass one or more photo files", code="no_input")
+        timings: dict[str, float] = {}
+        bar = tqdm(total=6, desc="Reconstructing", unit="stage", disable=not self.options.progress)
+
+        def stage(name: str, start: float) -> None:
+            timings[name] = time.perf_counter() - start
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        t = time.perf_counter()
+        photos = [load_photo(p, self.options.max_pixels) for p in paths]
+        stage("load", t)
+
+        t = time.perf_counter()
+        marks = [self.landmarker.detect(ph.rgb, ph.path) for ph in photos]
+        masks = [self.segmenter.mask(ph.rgb, ph.path) for ph in photos]
+        stage("landmarks", t)
+
+        t = time.perf_counter()
+        observations = [Observation(m.points, ph.width, ph.height) for m, ph in zip(marks, photos)]
+        fit = self.fitter.fit(observations)
+        self._check_plausible(fit, photos)
+        stage("fit", t)
+
+        t = time.perf_counter()
+        neutral = self.asset.vertices(fit.identity)
+        views = [self._view(ph, mask, fit, p) for ph, mask, p in zip(photos, masks, fit.photos)]
+        texture, coverage = bake_texture(self.texels, views, *self._skin_masks())
+        texture_png = _png(texture)
+        stage("texture", t)
+
+        t = time.perf_counter()
+        colours = {name: _iris_colour(ph.rgb, m.points) for ph, m in zip(photos[:1], marks[:1]) for name in ("M_IrisLeft", "M_IrisRight")}
+        glb = build_head_glb(self.asset, neutral, texture_png, colours)
+        overlay = contact_sheet([draw_overlay(v, self._edges, m.points[:, :2], p.projected) for v, m, p in zip(views, marks, fit.photos)])
+        stage("gltf", t)
+
+        t = time.perf_counter()
+        notes = [note for m in marks for note in m.notes]
+        manifest = self._manifest(photos, fit, coverage, notes, job_id)
+        files = {"head.glb": glb, "texture.png": texture_png, "fit_overlay.png": _png(np.asarray(overlay))}
+        written = write_bundle(out_dir, manifest, files, force=force)
+        stage("write", t)
+        bar.close()
+        return ReconstructResult(Path(out_dir), fit.identity, fit.photos, neutral, written, timings)
+
+    def _skin_masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Texels of the back-head tile (gated by skin colour) and of the narrow face (reference)."""
+        corners = self.texels.corners
+        width = self.texels.size[0]
+        # By atlas tile, not vertex range: M_BackHead also uses vertices of the face part.
+        gated = self.texels.pixel % width >= width // 2
+        reference = (corners <= self.asset.parts["narrow_face"][1]).all(1)
+        return gated, reference
+
+    def _check_plausible(self, fit: FitResult, photos: list[Photo]) -> None:
+        opts = self.options
+        for i, (ph, p) in enumerate(zip(photos, fit.photos)):
+            score = fit.implausibility(i)
+            if score > opts.max_implausibility:
+                raise InputError(
+                    ph.path,
+                    f"the face does not fit a human head (score {score:.1f} > {opts.max_implausibility}: landmark error "
+                    f"{100 * p.landmark_rmse_iod:.1f}% of the eye distance, outline {100 * p.contour_rmse_iod:.1f}%, "
+                    f"identity energy {fit.identity_prior_energy:.2f}); it may be an animal or a heavily distorted photo",
+                    "use a photo of a real human face, roughly frontal and unobstructed",
+                    code="implausible_face",
+                )
+
+    def _view(self, photo: Photo, mask: np.ndarray, fit: FitResult, p: PhotoFit) -> PhotoView:
+        shape = self.asset.vertices(fit.identity, p.expression)
+        rot = axis_angle_to_matrix(torch.tensor(p.rotation, dtype=torch.float64)).numpy()
+        verts = shape @ rot.T + p.translation
+        normals = vertex_normals(verts, self.asset.triangles)
+        return PhotoView(photo.rgb, mask, verts, normals, p.focal, p.principal)
+
+    def _manifest(self, photos: list[Photo], fit: FitResult, coverage: float, notes: list[str], job_id: str | None) -> HeadManifest:
+        names = self.asset.expression_names
+        fits = [
+            InputFit(
+                input_index=i,
+                rotation=p.rotation.tolist(),
+                translation=p.translation.tolist(),
+                expression={n: float(w) for n, w in zip(names, p.expression)},
+                landmark_rmse_px=p.landmark_rmse_px,
+                landmark_rmse_iod=p.landmark_rmse_iod,
+                camera=CameraIntrinsics(ph.width, ph.height, p.focal, p.focal, p.principal[0], p.principal[1]),
+            )
+            for i, (ph, p) in enumerate(zip(photos, fit.photos))
+        ]
+        return HeadManifest(
+            head_model=self.asset.name,
+            vertex_count=self.asset.n_vertices,
+            face_count=len(self.asset.face_sizes),
+            shape_keys=list(names),
+            identity=fit.identity.tolist(),
+            inputs=[InputRecord(Path(ph.path).name, ph.sha256, ph.width, ph.height) for ph in photos],
+            fits=fits,
+            quality={
+                "landmark_rmse_px": float(np.sqrt(np.mean([p.landmark_rmse_px**2 for p in fit.photos]))),
+                "landmark_rmse_iod": fit.landmark_rmse_iod,
+                "identity_prior": fit.identity_prior_energy,
+                "implausibility": max(fit.implausibility(i) for i in range(len(fit.photos))),
+                "texture_coverage": coverage,
+                "accepted": True,
+            },
+            notes=notes,
+            job_id=job_id,
+            generator=f"headrig {__version__}",
+        )
+
+
+def reconstruct_photos(paths: list[Path], out_dir: Path, options: ReconstructOptions | None = None,
+                       force: bool = False) -> ReconstructResult:
+    """One-shot convenience around ``Reconstructor``."""
+    with Reconstructor(options) as rec:
+        return rec.reconstruct([Path(p) for p in paths], Path(out_dir), force=force)
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _iris_colour(rgb: np.ndarray, points: np.ndarray) -> tuple[float, float, float, float]:
+    """Median colour inside both irises (linear RGBA), from the iris landmarks."""
+    samples = []
+    for centre, ring in ((468, slice(469, 473)), (473, slice(474, 478))):
+        c = points[centre, :2]
+        radius = 0.6 * np.linalg.norm(points[ring, :2] - c, axis=1).mean()
+        x0, y0 = max(int(c[0] - radius), 0), max(int(c[1] - radius), 0)
+        window = rgb[y0 : int(c[1] + radius) + 1, x0 : int(c[0] + radius) + 1]
+        ys, xs = np.mgrid[0 : window.shape[0], 0 : window.shape[1]]
+        samples.append(window[(xs + x0 - c[0]) ** 2 + (ys + y0 - c[1]) ** 2 <= radius**2])
+    pixels = np.concatenate(samples).astype(np.float32) / 255.0
+    srgb = np.median(pixels, axis=0) if len(pixels) else np.array([0.3, 0.2, 0.1])
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    return (float(linear[0]), float(linear[1]), float(linear[2]), 1.0)
