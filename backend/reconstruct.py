@@ -19,11 +19,11 @@ from tqdm import tqdm
 from backend import __version__
 from backend.bundle.gltf_writer import build_head_glb, vertex_normals
 from backend.bundle.overlay import contact_sheet, draw_overlay, face_edges
-from backend.bundle.texture_bake import PhotoView, bake_texture, build_texel_map
+from backend.bundle.texture_bake import PhotoView, bake_texture, cached_texel_map
 from backend.errors import InputError
 from backend.fitting.geometry import axis_angle_to_matrix
 from backend.fitting.landmark_fit import FitConfig, FitResult, LandmarkFitter, Observation, PhotoFit
-from backend.headmodel.ict_source import load_ict
+from backend.headmodel.ict_source import cache_dir, load_ict
 from backend.image_input import Photo, load_photo
 from backend.landmarks import FaceLandmarker, PersonSegmenter
 from backend.landmarks.correspondence import load_correspondence
@@ -37,7 +37,6 @@ class ReconstructOptions:
     # Plausibility of a human face: MediaPipe annotates animals too (see FitResult.implausibility).
     max_implausibility: float = 3.0
     progress: bool = True
-    threads: int = 1  # the fit is many tiny matmuls: extra threads only spin, badly so on a busy machine
 
 
 @dataclass
@@ -57,7 +56,6 @@ class Reconstructor:
 
     def __init__(self, options: ReconstructOptions | None = None):
         self.options = options or ReconstructOptions()
-        torch.set_num_threads(self.options.threads)
         self.asset = load_ict(progress=self.options.progress)
         self.correspondence = load_correspondence()
         self.fitter = LandmarkFitter(self.asset, self.correspondence, self.options.fit)
@@ -79,7 +77,7 @@ class Reconstructor:
     @property
     def texels(self):
         if self._texels is None:
-            self._texels = build_texel_map(self.asset)
+            self._texels = cached_texel_map(self.asset, cache_dir())
         return self._texels
 
     def reconstruct(self, paths: list[Path], out_dir: Path, force: bool = False, job_id: str | None = None) -> ReconstructResult:

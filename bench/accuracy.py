@@ -112,6 +112,7 @@ class Prediction:
     focal: float | None = None  # px
     vertices_cm: np.ndarray | None = None  # [V, 3] neutral-expression identity mesh, if given
     seconds: float = 0.0
+    extra: dict = dataclasses.field(default_factory=dict)  # method diagnostics copied into the row
 
 
 class PredictionFailed(Exception):
@@ -150,18 +151,41 @@ def load_samples(data: Path, expression_names: list[str]) -> list[Sample]:
 Predictor = Callable[[Sample, str, Path, Path], Prediction]
 
 
-def reconstruct_predictor(options: dict) -> Predictor:
-    """The real pipeline: ``backend.reconstruct.reconstruct_photos`` on one photo."""
-    from backend.reconstruct import ReconstructOptions, reconstruct_photos  # the API under test
+def build_options(cls, options: dict):
+    """A dataclass instance from ``{"field": value, "nested.field": value}`` (one level of nesting)."""
+    flat = {k: v for k, v in options.items() if "." not in k}
+    obj = cls(**flat)
+    for key, value in options.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            setattr(obj, head, dataclasses.replace(getattr(obj, head), **{rest: value}))
+    return obj
 
-    opts = ReconstructOptions(**options) if options else ReconstructOptions()
+
+def reconstruct_predictor(options: dict) -> Predictor:
+    """The real pipeline on one photo at a time: ``backend.reconstruct`` (one ``Reconstructor``
+    reused for all images when the module has it, else ``reconstruct_photos`` per image)."""
+    import backend.reconstruct as api  # the API under test
+
+    options = {"progress": False, **options}
+    try:
+        opts = build_options(api.ReconstructOptions, options)
+    except TypeError:  # an option this version does not have (e.g. progress)
+        options.pop("progress")
+        opts = build_options(api.ReconstructOptions, options)
+    reconstructor = api.Reconstructor(opts) if hasattr(api, "Reconstructor") else None
+
+    def run(image: Path, work: Path):
+        if reconstructor is not None:
+            return reconstructor.reconstruct([Path(image)], work, force=True)
+        return api.reconstruct_photos([Path(image)], work, options=opts, force=True)
 
     def predict(sample: Sample, size: str, image: Path, work: Path) -> Prediction:
         from backend.errors import HeadRigError, InputError
 
         t0 = time.perf_counter()
         try:
-            result = reconstruct_photos([Path(image)], work, options=opts, force=True)
+            result = run(image, work)
         except InputError as exc:
             raise PredictionFailed(exc.code, exc.one_line()) from exc
         except HeadRigError as exc:
@@ -175,10 +199,11 @@ def reconstruct_predictor(options: dict) -> Predictor:
             return None if value is None else np.asarray(value, np.float64)
 
         focal = getattr(fit, "focal", None) if fit is not None else None
+        extra = {k: float(getattr(fit, k)) for k in ("landmark_rmse_px", "landmark_rmse_iod") if getattr(fit, k, None) is not None}
         return Prediction(identity=field(result, "identity"), expression=field(fit, "expression"),
                           rotation=field(fit, "rotation"), translation=field(fit, "translation"),
                           focal=None if focal is None else float(np.asarray(focal).reshape(-1)[0]),
-                          vertices_cm=field(result, "vertices_cm"), seconds=seconds)
+                          vertices_cm=field(result, "vertices_cm"), seconds=seconds, extra=extra)
 
     return predict
 
@@ -291,6 +316,7 @@ class Evaluator:
         if pred.translation is not None:
             row["trans_err_cm"] = float(np.linalg.norm(np.asarray(pred.translation) - sample.translation))
         row["seconds"] = pred.seconds
+        row.update(pred.extra)
         return row
 
     def baseline(self, sample: Sample) -> dict:

@@ -149,3 +149,21 @@ def test_console_entry_points(tmp_path):
     done = subprocess.run([str(exe), "reconstruct", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "missing.jpg" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.blender
+def test_blender_imports_the_bundle_with_shape_keys_and_texture(d8_bundle, asset):
+    """Blender's own glTF importer turns head.glb into a mesh with the 53 ARKit shape keys."""
+    bpy = pytest.importorskip("bpy")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=str(d8_bundle / "head.glb"))
+    meshes = [o for o in bpy.context.scene.objects if o.type == "MESH"]
+    assert len(meshes) == 1
+    obj = meshes[0]
+    keys = [k.name for k in obj.data.shape_keys.key_blocks]
+    assert keys == ["Basis", *asset.expression_names]
+    images = [img for img in bpy.data.images if img.size[0] == 2048 and img.size[1] == 1024]
+    assert images, "the skin texture is embedded and loaded"
+    basis = np.array([v.co[:] for v in obj.data.shape_keys.key_blocks["Basis"].data])
+    jaw = np.array([v.co[:] for v in obj.data.shape_keys.key_blocks["jawOpen"].data])
+    assert 0.01 < np.linalg.norm(jaw - basis, axis=1).max() < 0.06  # metres: the chin drops a few cm

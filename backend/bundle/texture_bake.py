@@ -8,11 +8,14 @@ Texels no photo sees are filled by pull-push from their neighbours, so there are
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy.ndimage import zoom
 
 from backend.headmodel.asset import HeadModelAsset
 from backend.texture_layout import ATLAS_SIZE, SKIN_MATERIALS, atlas_uv
@@ -30,6 +33,24 @@ class TexelMap:
     pixel: np.ndarray
     corners: np.ndarray
     bary: np.ndarray
+
+
+def cached_texel_map(asset: HeadModelAsset, cache_dir: Path, size: tuple[int, int] = ATLAS_SIZE) -> TexelMap:
+    """``build_texel_map`` (about 1 s) once per model and size; later loads take tens of ms."""
+    key = hashlib.sha256(asset.triangle_uvs.tobytes() + asset.uvs.tobytes() + asset.triangles.tobytes()).hexdigest()[:16]
+    path = Path(cache_dir) / f"texels-{asset.name}-{size[0]}x{size[1]}-{key}.npz"
+    try:
+        with np.load(path) as data:
+            return TexelMap(size, data["pixel"].astype(np.int64), data["corners"].astype(np.int64), data["bary"])
+    except (OSError, KeyError, ValueError):
+        pass
+    texels = build_texel_map(asset, size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        np.savez(fh, pixel=texels.pixel.astype(np.int32), corners=texels.corners.astype(np.int32), bary=texels.bary)
+    os.replace(tmp, path)
+    return texels
 
 
 def build_texel_map(asset: HeadModelAsset, size: tuple[int, int] = ATLAS_SIZE) -> TexelMap:
@@ -138,27 +159,33 @@ def bake_texture(texels: TexelMap, views: list[PhotoView], skin_gated: np.ndarra
         texture: [H, W, 3] uint8 atlas; coverage: fraction of skin texels seen by some photo.
     """
     n = len(texels.pixel)
-    colour_sum = np.zeros((n, 3), np.float64)
-    weight_sum = np.zeros(n, np.float64)
+    colour_sum = np.zeros((n, 3), np.float32)
+    weight_sum = np.zeros(n, np.float32)
     for view in views:
-        pts = np.einsum("nkc,nk->nc", view.verts_cam[texels.corners], texels.bary)
-        nrm = np.einsum("nkc,nk->nc", view.normals_cam[texels.corners], texels.bary)
-        nrm /= np.linalg.norm(nrm, axis=1, keepdims=True) + 1e-9
-        cos = -(nrm * pts).sum(1) / (np.linalg.norm(pts, axis=1) + 1e-9)
-        vis = visible_points(pts, view) & (cos > min_cos)
-        xy = project_points(pts[vis], view.focal, view.principal)
+        # Facing test per vertex first: only texels that may face the camera are positioned,
+        # projected and depth-tested (about a third of them for a frontal photo). Back-facing
+        # skin never occludes front-facing skin of a closed head, so it can be left out.
+        verts = view.verts_cam.astype(np.float32)
+        vcos = -(view.normals_cam * verts).sum(1) / (np.linalg.norm(verts, axis=1) + 1e-9)
+        cos = (vcos[texels.corners] * texels.bary).sum(1)
+        idx = np.nonzero(cos > min_cos)[0]
+        corners, bary = texels.corners[idx], texels.bary[idx]
+        pts = (verts[corners] * bary[..., None]).sum(1)
+        vis = visible_points(pts, view)
+        idx, pts, c = idx[vis], pts[vis], cos[idx[vis]]
+        xy = project_points(pts, view.focal, view.principal)
         # Squared cosine favours frontal views where several photos overlap; the mask keeps
         # background and clothing out of the skin.
-        w = cos[vis] ** 2 * sample_bilinear(view.mask, xy)[:, 0]
+        w = c**2 * sample_bilinear(view.mask, xy)[:, 0]
         sampled = sample_bilinear(view.rgb, xy)
-        if skin_gated is not None and skin_reference is not None and skin_reference[vis].any():
-            gate = skin_gated[vis]
-            likelihood = skin_likelihood(sampled[gate], sampled[skin_reference[vis]])
+        if skin_gated is not None and skin_reference is not None and skin_reference[idx].any():
+            gate = skin_gated[idx]
+            likelihood = skin_likelihood(sampled[gate], sampled[skin_reference[idx]])
             # A hard floor: normalised blending would otherwise still show clothing where only
             # weakly weighted samples exist.
             w[gate] *= likelihood * (likelihood > 0.3)
-        colour_sum[vis] += sampled * w[:, None]
-        weight_sum[vis] += w
+        colour_sum[idx] += sampled * w[:, None]
+        weight_sum[idx] += w
     width, height = texels.size
     colour = np.zeros((height * width, 3), np.float32)
     weight = np.zeros(height * width, np.float32)
@@ -177,7 +204,7 @@ def pull_push_fill(colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
     Returns:
         [H, W, 3] with every texel filled; known texels unchanged.
     """
-    levels = [(colour * weight[..., None], weight)]
+    levels = [(colour.astype(np.float32) * weight[..., None], weight.astype(np.float32))]
     while levels[-1][1].shape[0] > 1 and levels[-1][1].shape[1] > 1:
         c, w = levels[-1]
         h2, w2 = c.shape[0] // 2, c.shape[1] // 2
@@ -187,8 +214,21 @@ def pull_push_fill(colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
     c, w = levels[-1]
     result = c / np.maximum(w, 1e-6)[..., None]
     for c, w in reversed(levels[:-1]):
-        # Bilinear (not nearest) upsampling: nearest leaves visible blocks in large filled areas.
-        up = zoom(result, (c.shape[0] / result.shape[0], c.shape[1] / result.shape[1], 1), order=1, mode="nearest")
+        up = upsample2(result)[: c.shape[0], : c.shape[1]]
         known = np.minimum(w, 1.0)[..., None]
         result = known * (c / np.maximum(w, 1e-6)[..., None]) + (1 - known) * up
     return result
+
+
+def upsample2(image: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> [2H, 2W, C] with a tent filter (bilinear at half-pixel offsets).
+
+    Nearest-neighbour upsampling leaves visible blocks in large filled areas; scipy's zoom does
+    it right but measured 0.39 s per bake at this size, this 0.05 s."""
+    def along(x: np.ndarray, axis: int) -> np.ndarray:
+        prev = np.concatenate([np.take(x, [0], axis), np.take(x, range(x.shape[axis] - 1), axis)], axis)
+        nxt = np.concatenate([np.take(x, range(1, x.shape[axis]), axis), np.take(x, [-1], axis)], axis)
+        even, odd = 0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt
+        return np.stack([even, odd], axis + 1).reshape(*x.shape[:axis], -1, *x.shape[axis + 1 :])
+
+    return along(along(image, 0), 1)

@@ -27,8 +27,8 @@ IRIS = np.arange(468, 478)
 class FitConfig:
     """Weights are relative to the mean robust landmark residual measured in inter-ocular units."""
 
-    rigid_steps: int = 60
-    steps: int = 260
+    rigid_steps: int = 40
+    steps: int = 180
     lr: float = 0.03
     identity_prior: float = 2e-4   # times sum(identity^2): the N(0, 1) prior of ICT's identity weights
     expression_l1: float = 2e-3    # times sum(expression): sparse, non-negative expressions
@@ -129,6 +129,17 @@ class LandmarkFitter:
         return matrix_to_axis_angle(rot), np.array([tx, ty, tz])
 
     def fit(self, observations: list[Observation], init_identity: np.ndarray | None = None) -> FitResult:
+        """Fit one identity and per-photo pose and expression to the observations' landmarks."""
+        # Hundreds of tiny matmuls: extra intra-op threads only spin, and with MediaPipe's or
+        # Blender's threads alive they made each fit 10x slower (measured 2 s -> 21-37 s).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._fit(observations, init_identity)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, observations: list[Observation], init_identity: np.ndarray | None) -> FitResult:
         cfg = self.config
         n = len(observations)
         target = torch.tensor(np.stack([o.points[:, :2] for o in observations]), dtype=torch.float32)  # [N, P, 2]
