@@ -26,9 +26,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -ra
 
+# Figures for BENCHMARKS.md. The synthetic dataset (about 15 minutes on 2 cores) is rendered once;
+# samples already on disk are skipped.
 bench: install
 	$(BIN)/python -m bench.speed
-	$(BIN)/python -m bench.accuracy
+	$(BIN)/python -m bench.synthetic --out bench/results/synthetic --count 24 --sizes 512 1024 --seed 0 --verify
+	$(BIN)/python -m bench.accuracy --data bench/results/synthetic
 
 clean:
 	rm -rf $(VENV) out dist build *.egg-info .pytest_cache

@@ -35,7 +35,7 @@ class ReconstructOptions:
     max_pixels: int = 50_000_000
     fit: FitConfig = field(default_factory=FitConfig)
     # Plausibility of a human face: MediaPipe annotates animals too (see FitResult.implausibility).
-    max_implausibility: float = 3.0
+    max_implausibility: float = 3.25
     progress: bool = True
 
 

@@ -410,8 +410,9 @@ def evaluate(data: Path, predictor: Predictor, asset, limit: int | None = None, 
     finally:
         if not keep:
             shutil.rmtree(work_root, ignore_errors=True)
+    same = [b for b, r in zip(baseline_rows, rows) if r["ok"]] or baseline_rows
     return {"rows": rows, "baseline_rows": baseline_rows, "summary": summarize_by_size(rows),
-            "baseline": summarize_by_size(baseline_rows)}
+            "baseline": summarize_by_size(same), "baseline_all_images": summarize_by_size(baseline_rows)}
 
 
 # ----------------------------------------------------------------------------- report
@@ -442,8 +443,13 @@ def markdown(report: dict) -> str:
     header = ["method", "size", "ok / images"] + [m[1] for m in METRICS]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
-    for name, summary in ((report["predictor"], report["summary"]), ("baseline: mean face", report["baseline"])):
+    tables = [(report["predictor"], report["summary"], None), ("baseline: mean face", report["baseline"], None)]
+    if report["summary"]["all"]["failed"]:  # the baseline above covers the images the method succeeded on
+        tables.append(("baseline: mean face, all images", report["baseline_all_images"], ("all",)))
+    for name, summary, only in tables:
         for size, s in summary.items():
+            if only and size not in only:
+                continue
             cells = [name, size if size == "all" else f"{size} px", f"{s['ok']} / {s['images']}"]
             for key, _, digits in METRICS:
                 cells.append(_cell(s.get(key), digits))
@@ -454,11 +460,13 @@ def markdown(report: dict) -> str:
         verdict = "met" if overall["median"] <= GOAL_MM else "not met"
         lines.append(f"**Goal: median face error <= {GOAL_MM:.1f} mm from one photo - {verdict}** "
                      f"(median over images of the per-image median: {overall['median']:.2f} mm; mean face baseline "
-                     f"{report['baseline']['all']['face_median_mm']['median']:.2f} mm).")
+                     f"on the same images {report['baseline']['all']['face_median_mm']['median']:.2f} mm).")
     failures = report["summary"]["all"]["failures"]
     if failures:
         lines.append("")
-        lines.append("Failures: " + ", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) + ".")
+        failed = sorted({f"{r['sample']} ({r['yaw']:+.0f} deg yaw)" for r in report["rows"] if not r.get("ok")})
+        lines.append("Failures (not in the error columns): " + ", ".join(f"{k}: {v}" for k, v in sorted(failures.items()))
+                     + f"; samples {', '.join(failed)}.")
     lines += ["", "Reproduce:", "", "```"]
     lines += [c for c in (report.get("dataset_command"), report["command"]) if c]
     lines += ["```", ""]
@@ -489,7 +497,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--md", type=Path, default=None, help="default: <data>/../accuracy.md")
     parser.add_argument("--keep", type=Path, default=None, help="keep reconstruction outputs in this folder")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first unexpected exception")
+    parser.add_argument("--from-json", type=Path, default=None, help="only rewrite the Markdown from a saved JSON report")
     args = parser.parse_args(argv)
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        md_path = args.md or args.from_json.with_suffix(".md")
+        md_path.write_text(markdown(report))
+        print(markdown(report))
+        return 0
 
     from backend.headmodel.ict_source import load_ict
 

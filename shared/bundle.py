@@ -305,12 +305,13 @@ def read_bundle(path, verify_hashes: bool = True) -> HeadManifest:
         if file.stat().st_size != info["bytes"]:
             raise BundleError(f"has {file.stat().st_size} bytes, head.json says {info['bytes']}; "
                               "the file was changed or cut short", path=file)
-        if verify_hashes and _sha256_file(file) != info["sha256"]:
+        if verify_hashes and sha256_file(file) != info["sha256"]:
             raise BundleError("sha256 differs from head.json; the file was modified or damaged", path=file)
     return manifest
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 22), b""):

@@ -115,7 +115,7 @@ def test_write_then_read(tmp_path):
     assert manifest.files == written.files  # filled in, as callers expect
     assert written.files["head.glb"]["role"] == "head mesh"
     assert written.files["texture.png"] == {
-        "sha256": bundle._sha256_file(tmp_path / "out" / "head" / "texture.png"), "bytes": 54, "role": "texture"}
+        "sha256": bundle.sha256_file(tmp_path / "out" / "head" / "texture.png"), "bytes": 54, "role": "texture"}
     assert read_bundle(tmp_path / "out" / "head") == written
     assert read_bundle(tmp_path / "out" / "head" / "head.json") == written
     assert sorted(p.name for p in (tmp_path / "out" / "head").iterdir()) == ["head.glb", "head.json", "texture.png"]

@@ -208,3 +208,36 @@ def test_tiny_cycles_render_matches_projection(tmp_path):
     box_render = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], float)
     box_proj = np.array([*np.clip(uv.min(0), 0, size), *np.clip(uv.max(0), 0, size)])
     assert np.abs(box_render - box_proj).max() < 3.0, (box_render, box_proj)
+
+
+@pytest.mark.blender
+def test_blender_pixel_convention(tmp_path):
+    """A quad spanning u in [10, 30], v in [20, 40] (continuous pixels, image = [0, W] x [0, H],
+    v down) covers exactly columns 10-29 and rows 20-39 of a camera set up like the renderer's."""
+    bpy = pytest.importorskip("bpy")
+    from PIL import Image
+
+    from bench.synthetic import SENSOR_WIDTH_MM
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples, scene.cycles.use_denoising, scene.cycles.filter_width = 4, False, 0.01
+    scene.render.film_transparent = True
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 64, 48, 100
+    cam = bpy.data.cameras.new("cam")
+    cam.sensor_fit, cam.sensor_width, cam.lens = "HORIZONTAL", SENSOR_WIDTH_MM, 50.0
+    scene.camera = bpy.data.objects.new("cam", cam)
+    scene.collection.objects.link(scene.camera)
+    intr = intrinsics(50.0, 64, 48)
+    corners_px = [(10, 20), (30, 20), (30, 40), (10, 40)]
+    cv = [((u - intr["cx"]) / intr["fx"], (v - intr["cy"]) / intr["fy"], 1.0) for u, v in corners_px]
+    mesh = bpy.data.meshes.new("quad")
+    mesh.from_pydata([(x, -y, -z) for x, y, z in cv], [], [(0, 1, 2, 3)])  # OpenCV -> Blender camera axes
+    scene.collection.objects.link(bpy.data.objects.new("quad", mesh))
+    scene.render.filepath = str(tmp_path / "quad.png")
+    scene.render.image_settings.color_mode = "RGBA"
+    bpy.ops.render.render(write_still=True)
+    alpha = np.asarray(Image.open(scene.render.filepath))[..., 3] > 127
+    cols, rows = np.nonzero(alpha.any(0))[0], np.nonzero(alpha.any(1))[0]
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (10, 29, 20, 39)

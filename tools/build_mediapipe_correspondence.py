@@ -14,7 +14,15 @@ from MediaPipe's own 3D output on real faces (reproducible: fixed inputs, determ
 4. Irises: centre = the most anterior iris vertex of the ICT eyeball on that side; ring points =
    the iris-boundary vertex in the ring point's direction (MediaPipe's iris depth is unreliable).
 
-Run: .venv/bin/python tools/build_mediapipe_correspondence.py  (writes backend/assets/mediapipe_ict.json)
+5. Refinement with ground truth (``--renders DIR``): ICT heads with known identity, expression,
+   pose and camera rendered by Cycles (``python -m bench.synthetic``, a different seed from the
+   accuracy benchmark). MediaPipe runs on each render; the visible surface point under each
+   landmark is looked up on the true mesh and carried to the neutral mesh; the median over renders
+   replaces the estimate of step 3 (irises keep step 4). This removes the bias between MediaPipe's
+   notion of a landmark and ICT's surface, which real faces cannot measure.
+
+Run: .venv/bin/python tools/build_mediapipe_correspondence.py [--renders DIR]
+     (writes backend/assets/mediapipe_ict.json)
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -126,9 +136,50 @@ def iris_correspondence(asset, side_points: np.ndarray, part: str) -> tuple[np.n
     return np.array(corners), bary
 
 
+def landmarks_on_renders(asset, render_dir: Path) -> list[np.ndarray]:
+    """Per render: [468, 3] neutral-mesh positions of MediaPipe's face points (NaN where missed)."""
+    import mediapipe as mp
+    from PIL import Image
+
+    from backend.bundle.texture_bake import PhotoView, cached_texel_map, project_points, visible_points
+    from backend.headmodel.ict_source import cache_dir
+
+    texels = cached_texel_map(asset, cache_dir())
+    face_tile = texels.pixel % texels.size[0] < texels.size[0] // 2
+    corners, bary = texels.corners[face_tile], texels.bary[face_tile]
+    neutral_pts = (asset.neutral[corners] * bary[..., None]).sum(1)
+    results = []
+    samples = sorted(render_dir.glob("[0-9]*.json"))
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1) as mesh:
+        for js in tqdm(samples, desc="Locating MediaPipe points on renders", unit="render"):
+            gt = json.loads(js.read_text())
+            expression = np.array([gt["expression"][n] for n in asset.expression_names])
+            verts = asset.vertices(np.array(gt["identity"]), expression) @ np.array(gt["rotation_matrix"]).T + np.array(gt["translation"])
+            for size, intr in gt["intrinsics"].items():
+                image = js.with_name(f"{js.stem}_{size}.png")
+                if not image.is_file():
+                    continue
+                rgb = np.asarray(Image.open(image).convert("RGB"))
+                res = mesh.process(rgb)
+                if not res.multi_face_landmarks:
+                    continue
+                h, w = rgb.shape[:2]
+                marks = np.array([(p.x * w, p.y * h) for p in res.multi_face_landmarks[0].landmark])[:468]
+                pts = (verts[corners] * bary[..., None]).sum(1)
+                view = PhotoView(rgb, np.ones((h, w)), verts, np.zeros_like(verts), float(intr["fx"]), (float(intr["cx"]), float(intr["cy"])))
+                vis = visible_points(pts, view, tolerance_cm=0.2, cell_px=1.0)
+                xy = project_points(pts[vis], view.focal, view.principal)
+                tree = cKDTree(xy)
+                dist, idx = tree.query(marks)
+                found = np.where((dist < 1.5)[:, None], neutral_pts[vis][idx], np.nan)
+                results.append(found)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUTPUT_PATH)
+    parser.add_argument("--renders", type=Path, help="synthetic renders with ground truth (python -m bench.synthetic)")
     args = parser.parse_args()
     torch.manual_seed(0)
     asset = load_ict()
@@ -141,7 +192,7 @@ def main() -> None:
     frames = load_frames()
     faces = mediapipe_faces(frames)
     neutral_positions, used, rms = [], 0, []
-    for points in faces:
+    for points in tqdm(faces, desc="Fitting ICT to MediaPipe faces", unit="face"):
         verts, mapped = fit_ict_to_points(asset, model_all, face_tris, points, anchors_ict, anchors_mp)
         if verts is None:
             continue
@@ -153,6 +204,14 @@ def main() -> None:
     if used < 5:
         raise SystemExit(f"only {used} usable faces; the correspondence would be unreliable")
     mean_neutral = np.median(np.stack(neutral_positions), axis=0)
+    refined = 0
+    if args.renders:
+        on_renders = np.stack(landmarks_on_renders(asset, args.renders))  # [R, 468, 3]
+        counts = np.isfinite(on_renders[..., 0]).sum(0)
+        refined_pos = np.nanmedian(on_renders, axis=0)
+        use = counts >= max(5, len(on_renders) // 4)
+        mean_neutral[use] = refined_pos[use]
+        refined = int(use.sum())
     tri, bary, _ = closest_points_on_mesh(mean_neutral, asset.neutral, face_tris)
     corners = face_tris[tri]
 
@@ -193,11 +252,14 @@ def main() -> None:
             "frames_per_video": FRAMES_PER_VIDEO,
             "icp_residual_rms_cm_median": float(np.median(rms)),
             "per_point_spread_cm_median": float(np.median(spread)),
+            "renders": str(args.renders) if args.renders else None,
+            "points_refined_on_renders": refined,
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, separators=(",", ":")))
-    print(f"wrote {args.out}: {used} faces, ICP residual {np.median(rms):.3f} cm, spread {np.median(spread):.3f} cm")
+    print(f"wrote {args.out}: {used} faces, ICP residual {np.median(rms):.3f} cm, spread {np.median(spread):.3f} cm, "
+          f"{refined} points refined on renders")
 
 
 if __name__ == "__main__":

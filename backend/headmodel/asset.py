@@ -6,7 +6,6 @@ converter in ``ict_convert`` is the one that exists today. All geometry is in ce
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -14,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from shared.bundle import sha256_file
 
 ASSET_FORMAT = "headrig.headmodel"
 ASSET_VERSION = 1
@@ -133,7 +134,7 @@ def save_asset(asset: HeadModelAsset, path: Path) -> str:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
-        digest = _sha256(Path(tmp))
+        digest = sha256_file(Path(tmp))
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -149,7 +150,7 @@ def load_head_model(path: Path, verify: bool = True) -> HeadModelAsset:
         raise AssetError(f"{path}: head-model asset not found")
     if verify:
         expected = read_checksum(path)
-        if expected is None or expected != _sha256(path):
+        if expected is None or expected != sha256_file(path):
             raise AssetError(f"{path}: checksum mismatch; the cached asset is damaged and will be rebuilt")
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -184,11 +185,3 @@ def read_checksum(path: Path) -> str | None:
 
 def _checksum_path(path: Path) -> Path:
     return Path(path).with_suffix(".sha256.json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
