@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -118,18 +119,20 @@ def visible_points(points: np.ndarray, view: PhotoView, tolerance_cm: float = 0.
 
 
 def sample_bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """[H, W, C] or [H, W] image at [N, 2] pixel positions (pixel centres at integers)."""
-    img = image.astype(np.float32)
-    if img.ndim == 2:
-        img = img[..., None]
-    h, w = img.shape[:2]
-    x = np.clip(xy[:, 0], 0, w - 1.001)
-    y = np.clip(xy[:, 1], 0, h - 1.001)
-    x0, y0 = x.astype(np.int64), y.astype(np.int64)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    top = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
-    bottom = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
+    """[H, W, C] or [H, W] image at [N, 2] continuous pixel positions -> [N, C] float32.
+
+    Continuous coordinates (pixel i spans [i, i+1], as MediaPipe's and the fit's) are shifted by
+    half a pixel to OpenCV's centres-at-integers; cv2.remap measured 10x faster than numpy
+    gathers here (0.39 s -> 0.04 s for a bake)."""
+    img = image if image.dtype in (np.uint8, np.float32) else image.astype(np.float32)
+    n = len(xy)
+    # remap wants a 2D map with sides under 32767: lay the points out 1024 to a row.
+    rows = max(1, -(-n // 1024))
+    coords = np.zeros((rows * 1024, 2), np.float32)
+    coords[:n] = xy - 0.5
+    coords = coords.reshape(rows, 1024, 2)
+    out = cv2.remap(img, coords[..., 0], coords[..., 1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(rows * 1024, -1)[:n].astype(np.float32)
 
 
 def skin_likelihood(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
