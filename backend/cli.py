@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("bundle", help="bundle folder")
     info.add_argument("--no-verify", action="store_true", help="skip checking file hashes")
     info.set_defaults(func=cmd_info)
+
+    # The service's commands live beside the service (serve, keys) and its client (client ...).
+    from backend.service import client_commands, server_commands
+
+    server_commands.register(sub)
+    client_commands.register(sub)
     return parser
 
 

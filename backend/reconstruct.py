@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from backend.image_input import Photo, load_photo
 from backend.landmarks import FaceLandmarker, PersonSegmenter
 from backend.landmarks.correspondence import load_correspondence
 from shared.bundle import CameraIntrinsics, HeadManifest, InputFit, InputRecord, write_bundle
+
+
+STAGES = 6  # load, landmarks, fit, texture, gltf, write
 
 
 @dataclass
@@ -80,16 +84,23 @@ class Reconstructor:
             self._texels = cached_texel_map(self.asset, cache_dir())
         return self._texels
 
-    def reconstruct(self, paths: list[Path], out_dir: Path, force: bool = False, job_id: str | None = None) -> ReconstructResult:
+    def reconstruct(self, paths: list[Path], out_dir: Path, force: bool = False, job_id: str | None = None,
+                    on_stage: Callable[[str, int, int], None] | None = None) -> ReconstructResult:
+        """Fit the photos of one person and write the bundle to ``out_dir``.
+
+        ``on_stage(name, done, total)`` is called after each stage (the service forwards it as
+        progress events)."""
         if not paths:
             raise InputError("(no input)", "no photos given", "pass one or more photo files", code="no_input")
         timings: dict[str, float] = {}
-        bar = tqdm(total=6, desc="Reconstructing", unit="stage", disable=not self.options.progress)
+        bar = tqdm(total=STAGES, desc="Reconstructing", unit="stage", disable=not self.options.progress)
 
         def stage(name: str, start: float) -> None:
             timings[name] = time.perf_counter() - start
             bar.set_postfix_str(name)
             bar.update(1)
+            if on_stage is not None:
+                on_stage(name, len(timings), STAGES)
 
         t = time.perf_counter()
         photos = [load_photo(p, self.options.max_pixels) for p in paths]

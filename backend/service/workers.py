@@ -1,0 +1,376 @@
+"""Worker processes of ``headrig serve``: jobs run here, never in the socket loop.
+
+``WorkerPool`` starts ``n_workers`` processes (spawn context: no inherited sockets, threads or
+locks). Each worker has its own task queue and its own event queue, so killing one (cancel, crash)
+can only damage its own queues, which are thrown away with it; a shared queue could be left
+locked or half-written for every other worker. Events are tuples:
+
+    ("progress", job_id, stage, fraction, message)
+    ("done", job_id, result_files)          # [{name, size, sha256}] of the result folder
+    ("failed", job_id, code, message)       # code: an InputError code, "bad_params", "internal",
+                                            # "worker_crashed", or "interrupted" (from close())
+    ("cancelled", job_id)
+
+``submit`` never queues: it returns False when every worker is busy, so the server keeps the one
+waiting queue (its order, its cancels, its persistence). Workers put events on a multiprocessing
+Queue, whose feeder thread buffers them, so a slow server loop never stalls a job or loses events.
+Events stay small (one pipe write each, well under PIPE_BUF), so a worker killed while sending
+cannot leave half a message in its queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from backend.errors import InputError
+from backend.service.jobstore import INTERRUPTED, describe_files, fsync_dir, sha256_file
+
+log = logging.getLogger(__name__)
+
+KINDS = ("probe", "reconstruct")
+TERM_GRACE_S = 0.5      # SIGTERM, then SIGKILL after this
+MAX_MESSAGE = 1000      # characters of a failure message
+MAX_PROBE_SECONDS = 3600
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: multiprocessing.process.BaseProcess
+    tasks: multiprocessing.queues.Queue
+    events: multiprocessing.queues.Queue
+    job_id: str | None = None
+    result_dir: Path | None = None
+
+
+class WorkerPool:
+    """``n_workers`` worker processes for jobs of kinds ``KINDS``; see the module docstring."""
+
+    def __init__(self, n_workers: int, data_dir: Path, gpus: list[int] | None = None):
+        """``gpus``: CUDA device indices; worker i sees only ``gpus[i % len(gpus)]`` (one worker per
+        GPU on a GPU machine), so no job ever competes for another worker's GPU memory."""
+        if not isinstance(n_workers, int) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+        self.data_dir = Path(data_dir)
+        self.gpus = list(gpus or [])
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._pending: list[tuple] = []
+        self._closed = False
+        self._slots = [self._start(i) for i in range(n_workers)]
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- public ----------------------------------------------------------------------------------
+
+    def submit(self, job_id: str, kind: str, params: dict, input_paths: list[Path], result_dir: Path) -> bool:
+        """Start the job on an idle worker; False (nothing started) when all are busy."""
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}; kinds: {', '.join(KINDS)}")
+        if any(s.job_id == job_id for s in self._slots):
+            raise ValueError(f"job {job_id} is already running")
+        for slot in self._slots:
+            if slot.job_id is None and not slot.process.is_alive():
+                self._pending += self._replace(slot, "died while idle")
+        slot = next((s for s in self._slots if s.job_id is None), None)
+        if slot is None:
+            return False
+        slot.tasks.put((job_id, kind, dict(params), [str(p) for p in input_paths], str(result_dir)))
+        slot.job_id, slot.result_dir = job_id, Path(result_dir)
+        return True
+
+    def poll_events(self, timeout: float = 0) -> list[tuple]:
+        """Events since the last call; waits up to ``timeout`` seconds for the first. Also notices
+        dead workers: their job fails with "worker_crashed" and a fresh worker takes the place."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self._collect()
+            left = deadline - time.monotonic()
+            if out or left <= 0:
+                return out
+            time.sleep(min(0.01, left))
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop the worker running ``job_id`` (SIGTERM, SIGKILL after 0.5 s), queue ("cancelled", job_id)
+        and start a fresh worker. False if no worker runs it, or it finished just before the kill
+        (then its "done"/"failed" event comes from poll_events instead)."""
+        slot = next((s for s in self._slots if s.job_id == job_id), None)
+        if slot is None:
+            return False
+        _stop(slot.process)
+        self._pending += self._drain(slot)
+        finished = slot.job_id is None
+        if not finished:
+            self._pending.append(("cancelled", job_id))
+            slot.job_id = None  # reported as cancelled, not as a crash
+        self._replace(slot, f"cancelled job {job_id}")
+        return not finished
+
+    def running(self) -> dict[str, int]:
+        """job_id -> pid of the worker running it."""
+        return {s.job_id: s.process.pid for s in self._slots if s.job_id is not None}
+
+    def worker_pids(self) -> list[int]:
+        return [s.process.pid for s in self._slots]
+
+    def idle_workers(self) -> int:
+        return sum(s.job_id is None for s in self._slots)
+
+    def close(self, timeout: float = 2.0) -> list[tuple]:
+        """Stop every worker; returns the events not yet polled, plus ("failed", job_id, "interrupted",
+        ...) for each job stopped mid-run, so the server can record them before it exits."""
+        if self._closed:
+            return []
+        events = self._collect()
+        self._closed = True
+        for slot in self._slots:
+            if slot.job_id is None:
+                try:
+                    slot.tasks.put(None)
+                except (OSError, ValueError):
+                    pass
+            else:
+                slot.process.terminate()
+        deadline = time.monotonic() + timeout
+        for slot in self._slots:
+            slot.process.join(max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                _stop(slot.process)
+            events += self._drain(slot)
+            if slot.job_id is not None:
+                events.append(("failed", slot.job_id, "interrupted", INTERRUPTED))
+                _remove_temp_results(slot.result_dir)
+            _close_queues(slot)
+        return events
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    def _start(self, index: int) -> _Slot:
+        tasks, events = self._ctx.Queue(), self._ctx.Queue()
+        # daemon: if the server exits without close(), the workers go with it.
+        gpu = self.gpus[index % len(self.gpus)] if self.gpus else None
+        proc = self._ctx.Process(target=_worker_main, args=(tasks, events, str(self.data_dir), os.getpid(), gpu),
+                                 name=f"headrig-worker-{index}", daemon=True)
+        proc.start()
+        return _Slot(index, proc, tasks, events)
+
+    def _collect(self) -> list[tuple]:
+        out, self._pending = self._pending, []
+        for slot in list(self._slots):
+            dead = not slot.process.is_alive()  # checked first: whatever it sent before dying is in the pipe now
+            out += self._drain(slot)
+            if dead and not self._closed:
+                code = slot.process.exitcode
+                why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                out += self._replace(slot, why)
+        return out
+
+    def _drain(self, slot: _Slot) -> list[tuple]:
+        out = []
+        while True:
+            try:
+                event = slot.events.get_nowait()
+            except queue.Empty:
+                return out
+            except Exception:  # a damaged queue of a dead worker: what was readable is kept
+                log.exception("worker %d: unreadable event queue", slot.index)
+                return out
+            if event[0] in ("done", "failed") and event[1] == slot.job_id:
+                slot.job_id = slot.result_dir = None
+            out.append(event)
+
+    def _replace(self, slot: _Slot, why: str) -> list[tuple]:
+        """Start a fresh worker in ``slot``'s place; its unfinished job (if any) fails "worker_crashed"."""
+        events = []
+        if slot.job_id is not None:
+            log.error("worker %d (pid %s) %s while running job %s", slot.index, slot.process.pid, why, slot.job_id)
+            _job_log(self.data_dir, slot.job_id, f"worker pid {slot.process.pid} {why}")
+            events.append(("failed", slot.job_id, "worker_crashed",
+                           f"the worker process stopped unexpectedly ({why}); submit the job again"))
+        _remove_temp_results(slot.result_dir)
+        _close_queues(slot)
+        self._slots[slot.index] = self._start(slot.index)
+        return events
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    proc.join(TERM_GRACE_S)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(1.0)
+
+
+def _close_queues(slot: _Slot) -> None:
+    for q in (slot.tasks, slot.events):
+        q.cancel_join_thread()  # never block the server on a dead worker's pipe
+        q.close()
+
+
+def _remove_temp_results(result_dir: Path | None) -> None:
+    """Temp folders a stopped job left beside its result (probe and write_bundle use ``.<name>.tmp-*``)."""
+    if result_dir is not None and result_dir.parent.is_dir():
+        for tmp in result_dir.parent.glob(f".{result_dir.name}.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _job_log(data_dir: Path, job_id: str, text: str) -> None:
+    if len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id):  # ids become file names
+        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        with open(Path(data_dir) / "logs" / f"{job_id}.log", "a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {text.rstrip()}\n")
+
+
+# ---- inside a worker process ---------------------------------------------------------------------
+
+
+class JobFailed(Exception):
+    """A job's own refusal (bad params): sent to the client as (code, message)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _worker_main(tasks, events, data_dir: str, parent_pid: int, gpu: int | None = None) -> None:
+    # Ctrl-C in the server's terminal reaches the whole process group; the pool stops workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if gpu is not None:  # before anything imports torch: CUDA reads it once
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    runner = Runner(Path(data_dir), events.put)
+    try:
+        while True:
+            try:
+                task = tasks.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent_pid:
+                    return  # the server died without close(): do not linger as an orphan
+                continue
+            if task is None:
+                return
+            runner.run(*task)
+    finally:
+        runner.close()
+
+
+class Runner:
+    """Runs one job at a time and reports it through ``emit``; keeps a Reconstructor between jobs."""
+
+    def __init__(self, data_dir: Path, emit):
+        self.data_dir, self.emit = Path(data_dir), emit
+        self._reconstructor = None
+
+    def close(self) -> None:
+        if self._reconstructor is not None:
+            self._reconstructor.close()
+
+    def progress(self, job_id: str, stage: str, fraction: float, message: str = "") -> None:
+        self.emit(("progress", job_id, stage, min(max(float(fraction), 0.0), 1.0), message[:MAX_MESSAGE]))
+
+    def run(self, job_id: str, kind: str, params: dict, input_paths: list[str], result_dir: str) -> None:
+        inputs = [Path(p) for p in input_paths]
+        _job_log(self.data_dir, job_id, f"start {kind} in pid {os.getpid()} with {len(inputs)} input(s)")
+        try:
+            files = JOBS[kind](self, job_id, params, inputs, Path(result_dir))
+        except JobFailed as exc:
+            self._fail(job_id, exc.code, exc.message)
+        except InputError as exc:
+            message = exc.one_line()
+            for p in inputs:  # clients know their file names, not the server's folders
+                message = message.replace(str(p), p.name)
+            self._fail(job_id, exc.code, message)
+        except Exception as exc:
+            _job_log(self.data_dir, job_id, traceback.format_exc())
+            self._fail(job_id, "internal", f"internal error ({type(exc).__name__}) in the server; "
+                                           f"its log for job {job_id} has the details")
+        else:
+            _job_log(self.data_dir, job_id, f"done: {len(files)} file(s)")
+            self.emit(("done", job_id, files))
+
+    def _fail(self, job_id: str, code: str, message: str) -> None:
+        _job_log(self.data_dir, job_id, f"failed {code}: {message}")
+        self.emit(("failed", job_id, code, message[:MAX_MESSAGE]))
+
+    def reconstructor(self, job_id: str):
+        if self._reconstructor is None:
+            self.progress(job_id, "loading", 0.0, "loading the head model and detectors")
+            from backend.reconstruct import ReconstructOptions, Reconstructor  # heavy: torch, MediaPipe
+
+            self._reconstructor = Reconstructor(ReconstructOptions(progress=False))
+        return self._reconstructor
+
+
+def run_probe(runner: Runner, job_id: str, params: dict, inputs: list[Path], result_dir: Path) -> list[dict]:
+    """Health check: hash every input, wait ``params["seconds"]`` (reporting progress), write probe.json."""
+    unknown = sorted(set(params) - {"seconds"})
+    if unknown:
+        raise JobFailed("bad_params", f"probe: unknown params {', '.join(unknown)}; it takes only 'seconds'")
+    seconds = params.get("seconds", 0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_PROBE_SECONDS:
+        raise JobFailed("bad_params", f"probe: params.seconds must be a number from 0 to {MAX_PROBE_SECONDS}, got {seconds!r:.40}")
+    files = []
+    for i, path in enumerate(inputs):
+        runner.progress(job_id, "hash", i / len(inputs), path.name)
+        files.append({"name": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)})
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        runner.progress(job_id, "wait", 1.0 - left / seconds, f"{left:.1f} s left")
+        time.sleep(min(0.25, left))
+    report = {"job_id": job_id, "inputs": files, "seconds": seconds, "worker_pid": os.getpid(),
+              "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+    write_result_folder(result_dir, {"probe.json": (json.dumps(report, indent=1) + "\n").encode()})
+    runner.progress(job_id, "finished", 1.0, "")
+    return describe_files(result_dir)
+
+
+def run_reconstruct(runner: Runner, job_id: str, params: dict, inputs: list[Path], result_dir: Path) -> list[dict]:
+    """Photos -> head bundle in ``result_dir`` (written atomically by ``write_bundle``)."""
+    if params:
+        raise JobFailed("bad_params", f"reconstruct: takes no params yet; got {', '.join(sorted(params))}")
+    rec = runner.reconstructor(job_id)
+    runner.progress(job_id, "started", 0.0, f"{len(inputs)} photo(s)")
+    rec.reconstruct(inputs, result_dir, job_id=job_id,
+                    on_stage=lambda name, done, total: runner.progress(job_id, name, done / max(total, 1), ""))
+    runner.progress(job_id, "finished", 1.0, "")
+    return describe_files(result_dir)
+
+
+JOBS = {"probe": run_probe, "reconstruct": run_reconstruct}
+
+
+def write_result_folder(result_dir: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` into a hidden sibling temp folder, fsync, and rename it to ``result_dir``."""
+    if result_dir.exists():  # os.rename would silently replace an empty folder
+        raise FileExistsError(f"result folder exists: {result_dir}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{result_dir.name}.tmp-", dir=result_dir.parent))
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        os.rename(tmp, result_dir)
+        fsync_dir(result_dir.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,135 @@
+"""File transfer helpers of the service client (pure Python: vendored into the Blender add-on).
+
+File naming and safety (``safe_name``), local file digests and chunking for uploads (``file_entry``,
+``iter_chunks``), and the verified download of a job's result files into a temporary folder that is
+renamed into place atomically (``result_files``, ``download_file``, ``fetch_into``). ``ClientError``
+lives here so these helpers can raise it; ``shared.client`` re-exports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .protocol import CHUNK_BYTES
+
+
+class ClientError(Exception):
+    """A failure talking to the server, or a job that failed (``code`` is stable, ``message`` human)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+def safe_name(name) -> str:
+    """A server-given file name, refused unless it is one plain path component."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\x00" in name or ".." in name or ":" in name or len(name) > 255):
+        raise ClientError("unsafe_path", f"server sent an unsafe file name {str(name)[:80]!r}")
+    return name
+
+
+def file_entry(path: Path) -> dict:
+    """{name, size, sha256} of a local file, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            digest.update(block)
+            size += len(block)
+    return {"name": path.name, "size": size, "sha256": digest.hexdigest()}
+
+
+def iter_chunks(path: Path, size: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, data) chunks of CHUNK_BYTES; a single empty chunk for an empty file."""
+    with open(path, "rb") as f:
+        offset = 0
+        while True:
+            data = f.read(CHUNK_BYTES)
+            if not data and offset:
+                return
+            yield offset, data
+            offset += len(data)
+            if offset >= size:
+                return
+
+
+def result_files(job_id: str, job: dict) -> list[dict]:
+    """The result files a ``status`` reply lists, each with size and sha256 and a safe, unique name."""
+    files = list(job.get("result_files") or ())
+    if not all(isinstance(f, dict) and {"name", "size", "sha256"} <= set(f) for f in files):
+        raise ClientError("bad_message", f"status of {job_id} lists result files without size and sha256")
+    names = [safe_name(f["name"]) for f in files]
+    if len(set(names)) != len(names):
+        raise ClientError("unsafe_path", f"job {job_id} lists a result file twice")
+    return files
+
+
+def download_file(request: Callable, job_id: str, entry: dict, dest: Path) -> None:
+    """Fetch one result file chunk by chunk into dest (fsynced), verified against its size and sha256.
+
+    ``request(type_, expect, **fields)`` sends one request and returns its reply (the client's
+    ``_request``)."""
+    name, size = entry["name"], int(entry["size"])
+    digest, offset = hashlib.sha256(), 0
+    with open(dest, "wb") as f:
+        while True:
+            reply = request("fetch", ("chunk",), job=job_id, name=name, offset=offset, length=CHUNK_BYTES)
+            if reply.fields["name"] != name or reply.fields["offset"] != offset:
+                raise ClientError("corrupt", f"{name}: server sent the chunk at {reply.fields['offset']}, asked for {offset}")
+            data = reply.blobs[0]
+            f.write(data)
+            digest.update(data)
+            offset += len(data)
+            if offset > size:
+                raise ClientError("corrupt", f"{name}: server sent more than the announced {size} bytes")
+            if reply.fields["final"]:
+                break
+            if not data:
+                raise ClientError("corrupt", f"{name}: empty non-final chunk at {offset}")
+        f.flush()
+        os.fsync(f.fileno())
+    if offset != size or digest.hexdigest() != entry["sha256"]:
+        raise ClientError("corrupt", f"{name}: downloaded {offset} bytes that do not match the announced "
+                                     f"size {size} and sha256; fetch again")
+
+
+def fetch_into(out_dir: Path, files: list[dict], download: Callable[[dict, Path], None]) -> Path:
+    """Download every entry (``download(entry, dest)``) into a temporary sibling folder, then rename it
+    into place atomically (replacing an existing out_dir); the temporary folder is removed on failure."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.part-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for entry in files:
+            download(entry, tmp / entry["name"])
+        fsync_dir(tmp)
+        old = None
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        fsync_dir(out_dir.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
