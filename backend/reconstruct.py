@@ -133,6 +133,7 @@ class Reconstructor:
         t = time.perf_counter()
         notes = [note for m in marks for note in m.notes]
         manifest = self._manifest(photos, fit, coverage, notes, job_id)
+        manifest.files = {"head.glb": {"role": "mesh"}, "texture.png": {"role": "texture"}, "fit_overlay.png": {"role": "preview"}}
         files = {"head.glb": glb, "texture.png": texture_png, "fit_overlay.png": _png(np.asarray(overlay))}
         written = write_bundle(out_dir, manifest, files, force=force)
         stage("write", t)

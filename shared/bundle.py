@@ -213,7 +213,7 @@ def write_bundle(out_dir, manifest: HeadManifest, files: dict, force: bool = Fal
         final = replace(base, files=described)
         text = json.dumps(final.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
         _write_file(tmp / MANIFEST_FILE, text.encode("utf-8"), MANIFEST_FILE)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -246,8 +246,8 @@ def _write_file(path: Path, source, name: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _fsync_dir(path: Path) -> None:
-    # Makes the renames durable on POSIX; Windows cannot open folders, and needs no such step.
+def fsync_dir(path: Path) -> None:
+    """Make renames inside ``path`` durable (POSIX; Windows cannot open folders and needs no such step)."""
     if os.name == "nt":
         return
     fd = os.open(path, os.O_RDONLY)
@@ -272,7 +272,7 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
         if isinstance(exc, OSError):
             raise BundleError(f"could not move the new bundle into place ({exc.strerror})", path=out_dir) from None
         raise
-    _fsync_dir(out_dir.parent)
+    fsync_dir(out_dir.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -12,11 +12,10 @@ Nothing here holds state; ``jobstore`` re-exports the public names.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
-from shared.bundle import BundleError, read_bundle, sha256_file
+from shared.bundle import BundleError, fsync_dir, read_bundle, sha256_file  # noqa: F401 (fsync_dir re-exported)
 
 MAX_NAME = 128          # characters in an input file name
 MAX_INPUTS = 64         # files per job
@@ -79,17 +78,6 @@ def trusted_result_files(kind: str, folder: Path) -> list[dict] | None:
         return describe_files(folder)
     except (BundleError, OSError, ValueError):
         return None
-
-
-def fsync_dir(path: Path) -> None:
-    """Make renames inside ``path`` durable (POSIX; Windows cannot open folders and needs no such step)."""
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_file_name(name) -> str:
