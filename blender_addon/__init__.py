@@ -1,13 +1,16 @@
 """HeadRig for Blender: builds and imports animation-ready heads.
 
-The scene side of HeadRig: it imports neither torch nor the backend. The bundle format comes from
-the project's ``shared`` package, which ``build_addon.py`` vendors into the extension as
-``headrig_shared``. The panel, jobs and import land with the add-on issue; this module already
-registers cleanly so the package layout and build can be tested.
+The scene side of HeadRig: it imports neither torch nor the backend, and computes nothing. It talks
+to ``headrig serve`` with the client from the project's ``shared`` package, which ``build_addon.py``
+vendors into the extension as ``headrig_shared``.
+
+Modules: ``preferences`` (server, keys, local backend), ``worker`` (threads, no bpy), ``jobs``
+(registry + the ``bpy.app.timers`` drain), ``importer`` (bundle -> organised scene), ``operators``,
+``panel`` (View3D sidebar > HeadRig). ``register``/``unregister`` can run any number of times;
+``unregister`` stops every thread and the local backend this Blender started.
 """
 
 from __future__ import annotations
-
 
 def bundle_format():
     """The vendored bundle module (``shared.bundle`` in the repository)."""
@@ -16,9 +19,30 @@ def bundle_format():
     return bundle
 
 
+def _classes():
+    from . import operators, panel, preferences, props
+
+    return (*props.CLASSES, preferences.HEADRIG_AddonPreferences, *operators.CLASSES, *panel.CLASSES)
+
+
 def register() -> None:
-    pass
+    import bpy
+
+    from . import jobs, props
+
+    for cls in _classes():
+        bpy.utils.register_class(cls)
+    props.attach()
+    jobs.install()
 
 
 def unregister() -> None:
-    pass
+    import bpy
+
+    from . import jobs, props
+
+    jobs.uninstall()  # timer off, threads stopped, the local backend this Blender started stopped
+    props.detach()
+    for cls in reversed(_classes()):
+        if getattr(cls, "is_registered", False):
+            bpy.utils.unregister_class(cls)

@@ -1,0 +1,306 @@
+"""What the UI shows about jobs, and the timer that brings worker news into Blender.
+
+Threads (``worker.py``) never touch bpy: they put small tuples on ``Registry.events``. ``drain`` runs
+on ``bpy.app.timers`` in the main thread, applies those tuples to the registry's ``JobEntry`` list and
+the WindowManager properties, tags the UI for redraw, and imports finished bundles.
+
+Time per call: ``drain`` handles queue items within a budget (``BUDGET_MS``) and imports at most one
+finished bundle per call. Importing a head (Blender's glTF importer, ~29k vertices, 53 shape keys,
+a 2k texture) cannot be split or moved off the main thread, so a call that imports takes as long as
+the import; ``longest_timer_ms`` is the longest call of any kind, ``longest_drain_ms`` the longest
+that imported nothing and ``longest_import_ms`` the longest import.
+
+The registry is one ``Registry`` instance created by the add-on's ``register()`` and dropped by
+``unregister()`` (which stops every thread): no state survives a disable/enable cycle.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+
+from . import importer
+from .worker import ConnectionCheck, JobWorker
+
+INTERVAL_S = 0.1
+BUDGET_MS = 20.0
+ACTIVE = ("starting", "queued", "running", "fetching", "importing")
+
+
+@dataclass
+class JobEntry:
+    local_id: str
+    label: str
+    files: list = field(default_factory=list)
+    job_id: str = ""
+    state: str = "starting"    # starting queued running fetching importing | done failed cancelled error
+    stage: str = ""
+    fraction: float = 0.0
+    message: str = ""
+    bundle_path: str = ""
+    object_name: str = ""
+    started: float = field(default_factory=time.monotonic)
+    cancel_requested: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+class Registry:
+    def __init__(self):
+        self.events: queue.Queue = queue.Queue()
+        self.jobs: dict[str, JobEntry] = {}
+        self.workers: dict[str, JobWorker] = {}
+        self.checks: list[ConnectionCheck] = []
+        self.to_import: list[str] = []
+        self.backend = None                 # subprocess.Popen of a local backend we started
+        self.backend_address = ""
+        self._ids = itertools.count(1)
+        self.longest_timer_ms = 0.0
+        self.longest_drain_ms = 0.0
+        self.longest_import_ms = 0.0
+        self.last_timer_ms = 0.0
+        self.timer_calls = 0
+        self.auto_import = True
+        self.results_dir: Path | None = None  # where bundles are fetched; None: results_dir()
+
+    def new_id(self) -> str:
+        return f"j{next(self._ids)}"
+
+    def start_job(self, label: str, files, settings: dict, out_dir, kind: str = "reconstruct",
+                  params: dict | None = None) -> JobEntry:
+        local_id = self.new_id()
+        entry = JobEntry(local_id, label, [str(f) for f in files], message="Sending photos to the server")
+        self.jobs[local_id] = entry
+        worker = JobWorker(local_id, settings["address"], files, out_dir, self.events, kind=kind, params=params,
+                           keys_dir=settings.get("keys_dir"), timeout_s=settings["timeout_s"],
+                           retries=settings["retries"])
+        self.workers[local_id] = worker
+        worker.start()
+        return entry
+
+    def cancel(self, local_id: str) -> bool:
+        entry, worker = self.jobs.get(local_id), self.workers.get(local_id)
+        if entry is None or not entry.active:
+            return False
+        entry.cancel_requested = True
+        entry.message = "Cancelling..."
+        if worker is not None:
+            worker.cancel()
+        if entry.state == "importing":  # nothing runs any more on the server: drop the import
+            if local_id in self.to_import:
+                self.to_import.remove(local_id)
+            entry.state, entry.message = "cancelled", "Cancelled before the import"
+        return True
+
+    def check_connection(self, settings: dict) -> None:
+        token = self.new_id()
+        check = ConnectionCheck(token, settings["address"], self.events, keys_dir=settings.get("keys_dir"),
+                                timeout_s=min(settings["timeout_s"], 5.0), retries=1)
+        self.checks.append(check)
+        check.start()
+
+    def busy(self) -> bool:
+        return any(e.active for e in self.jobs.values()) or any(c.is_alive() for c in self.checks)
+
+    def stop_all(self, join_s: float = 2.0) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        end = time.monotonic() + join_s
+        for thread in list(self.workers.values()) + self.checks:
+            thread.join(max(0.0, end - time.monotonic()))
+        self.workers.clear()
+        self.checks.clear()
+        stop_backend(self)
+
+    def clear_finished(self) -> None:
+        for key in [k for k, e in self.jobs.items() if not e.active]:
+            del self.jobs[key]
+            self.workers.pop(key, None)
+
+
+def stop_backend(reg: Registry) -> bool:
+    proc = reg.backend
+    reg.backend = None
+    if proc is None or proc.poll() is not None:
+        return False
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except Exception:
+        proc.kill()
+    return True
+
+
+_REGISTRY: list[Registry] = []  # the one instance, owned by register()/unregister() in __init__.py
+
+
+def registry() -> Registry | None:
+    return _REGISTRY[0] if _REGISTRY else None
+
+
+def install() -> Registry:
+    uninstall()
+    reg = Registry()
+    _REGISTRY.append(reg)
+    if not bpy.app.timers.is_registered(drain):
+        bpy.app.timers.register(drain, first_interval=INTERVAL_S, persistent=True)
+    return reg
+
+
+def uninstall() -> None:
+    if bpy.app.timers.is_registered(drain):
+        bpy.app.timers.unregister(drain)
+    while _REGISTRY:
+        _REGISTRY.pop().stop_all()
+
+
+# ---- the timer ------------------------------------------------------------------------------------
+
+def _wm_props():
+    wm = getattr(bpy.context, "window_manager", None)
+    return getattr(wm, "headrig", None) if wm is not None else None
+
+
+def _apply(reg: Registry, item: tuple, props) -> None:
+    kind, key = item[0], item[1]
+    if kind == "connection":
+        ok, info = item[2], item[3]
+        if props is not None:
+            props.connection_ok = ok
+            props.connection_checked = True
+            props.connection_message = "" if ok else info.get("message", "")
+            props.server_name = info.get("server", "") if ok else ""
+            props.server_device = info.get("device", "") if ok else ""
+            props.server_version = info.get("version", "") if ok else ""
+        reg.checks = [c for c in reg.checks if c.token != key]
+        return
+    entry = reg.jobs.get(key)
+    if entry is None:
+        return
+    if kind == "submitted":
+        entry.job_id, entry.state, entry.message = item[2], "queued", "Queued on the server"
+    elif kind == "progress":
+        stage, fraction, message = item[2], item[3], item[4]
+        entry.state = "queued" if stage == "queued" else "running"
+        entry.stage, entry.fraction = stage, max(0.0, min(1.0, float(fraction)))
+        entry.message = message or stage
+    elif kind == "fetching":
+        entry.state, entry.fraction, entry.message = "fetching", 1.0, "Downloading the head"
+    elif kind == "done":
+        entry.bundle_path = item[2]
+        if entry.cancel_requested:
+            entry.state, entry.message = "cancelled", "Cancelled (the result is kept on disk, not imported)"
+        elif reg.auto_import:
+            entry.state, entry.message = "importing", "Importing into the scene"
+            reg.to_import.append(key)
+        else:
+            entry.state, entry.message = "done", f"Downloaded to {entry.bundle_path}"
+    elif kind == "failed":
+        entry.state, entry.message = "failed", item[3]
+    elif kind == "cancelled":
+        entry.state, entry.message = "cancelled", item[2]
+    elif kind == "error":
+        entry.state, entry.message = "error", item[3]
+    elif kind == "stopped":
+        entry.state, entry.message = "error", "Stopped: the add-on was disabled"
+    if not entry.active:
+        reg.workers.pop(key, None)
+
+
+def _import_one(reg: Registry) -> bool:
+    while reg.to_import:
+        key = reg.to_import.pop(0)
+        entry = reg.jobs.get(key)
+        if entry is None or entry.state != "importing":
+            continue
+        start = time.perf_counter()
+        try:
+            obj = importer.import_bundle(bpy.context, entry.bundle_path, replace=True)
+            entry.state, entry.object_name = "done", obj.name
+            entry.message = f"Imported {obj.name} ({len(obj.data.vertices):,} vertices)"
+            try:
+                bpy.ops.ed.undo_push(message=f"HeadRig: import {obj.name}")
+            except Exception:
+                pass
+        except importer.ImportFailed as exc:
+            entry.state, entry.message = "error", str(exc)
+        except Exception as exc:  # the artist gets one line, not a traceback
+            entry.state, entry.message = "error", f"Import failed: {type(exc).__name__}: {exc}"
+        reg.longest_import_ms = max(reg.longest_import_ms, 1000 * (time.perf_counter() - start))
+        return True
+    return False
+
+
+def _update_progress(reg: Registry, props) -> None:
+    if props is None:
+        return
+    active = [e for e in reg.jobs.values() if e.active]
+    shown = active[-1] if active else (list(reg.jobs.values())[-1] if reg.jobs else None)
+    props.busy = bool(active)
+    if shown is None:
+        return
+    props.active_job = shown.local_id
+    props.progress = shown.fraction if shown.state != "done" else 1.0
+    props.progress_text = f"{shown.label}: {shown.stage or shown.state} {round(100 * props.progress)}%" \
+        if shown.active else f"{shown.label}: {shown.state}"
+    props.last_message = shown.message
+
+
+def _tag_redraw() -> None:
+    wm = getattr(bpy.context, "window_manager", None)
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "PREFERENCES"):
+                area.tag_redraw()
+
+
+def drain():
+    """bpy.app.timers callback: apply queued worker news; returns the next interval (never None)."""
+    reg = registry()
+    if reg is None:
+        return None
+    start = time.perf_counter()
+    props = _wm_props()
+    changed = False
+    while (time.perf_counter() - start) * 1000 < BUDGET_MS:
+        try:
+            item = reg.events.get_nowait()
+        except queue.Empty:
+            break
+        _apply(reg, item, props)
+        changed = True
+    imported = _import_one(reg)
+    if changed or imported:
+        _update_progress(reg, props)
+        _tag_redraw()
+    ms = 1000 * (time.perf_counter() - start)
+    reg.timer_calls += 1
+    reg.last_timer_ms = ms
+    reg.longest_timer_ms = max(reg.longest_timer_ms, ms)
+    if not imported:
+        reg.longest_drain_ms = max(reg.longest_drain_ms, ms)
+    return INTERVAL_S if (reg.busy() or reg.to_import) else 0.5
+
+
+def results_dir() -> Path:
+    """Where fetched bundles go: the user cache (kept across sessions), else Blender's temp dir."""
+    reg = registry()
+    if reg is not None and reg.results_dir is not None:
+        Path(reg.results_dir).mkdir(parents=True, exist_ok=True)
+        return Path(reg.results_dir)
+    try:
+        base = bpy.utils.user_resource("CACHE", path="headrig", create=True)
+    except Exception:
+        base = ""
+    folder = Path(base) / "results" if base else Path(bpy.app.tempdir or "/tmp") / "headrig-results"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
