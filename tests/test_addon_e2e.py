@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import faulthandler
 import importlib
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 import zipfile
@@ -25,7 +22,8 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 import build_addon  # noqa: E402
-from shared.client import ClientError, HeadRigClient  # noqa: E402
+from shared.client import HeadRigClient
+from tests.serverproc import ServerProcess, free_port  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -42,51 +40,13 @@ def _hard_timeout():
     faulthandler.cancel_dump_traceback_later()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self, data_dir: Path):
-        self.data_dir, self.port = data_dir, free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start(self, wait_s: float = 60) -> "ServerProcess":
-        env = {**os.environ, "GLOG_minloglevel": "2",
-               "HEADRIG_CACHE_DIR": os.environ.get("HEADRIG_CACHE_DIR", "/tmp/headrig-cache")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", self.address, "--data-dir",
-                                      str(self.data_dir), "--workers", "1"], cwd=REPO, env=env, start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "headrig serve exited"
-            try:
-                with HeadRigClient(self.address, timeout_s=0.5, retries=1) as c:
-                    c.ping()
-                return self
-            except ClientError:
-                time.sleep(0.2)
-        raise AssertionError(f"server on {self.address} did not answer within {wait_s} s")
-
-    def kill(self, sig=signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if not D8.is_file():
         pytest.skip(f"sample media missing: {D8}")
     srv = ServerProcess(tmp_path_factory.mktemp("serve") / "data").start()
     yield srv
-    srv.kill()
+    srv.kill(signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
@@ -306,10 +266,8 @@ def test_wrong_curve_key_is_a_clear_message(addon, tmp_path):
 
     assert main(["keys", "generate", str(tmp_path / "keys")]) == 0
     assert main(["keys", "generate", str(tmp_path / "stranger")]) == 0
-    address = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", address, "--data-dir", str(tmp_path / "data"),
-                             "--keys", str(tmp_path / "keys")], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = ServerProcess(tmp_path / "data", keys_dir=tmp_path / "keys").start()
+    address = server.address
     try:
         _use(address, timeout_s=0.5, retries=2)
         _prefs().keys_dir = str(tmp_path / "stranger")
@@ -320,5 +278,4 @@ def test_wrong_curve_key_is_a_clear_message(addon, tmp_path):
         assert "CURVE keys" in entry.message and "authorized_clients" in entry.message, entry.message
     finally:
         _prefs().keys_dir = ""
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        server.kill(signal.SIGTERM)

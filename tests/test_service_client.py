@@ -11,9 +11,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ import zmq
 
 from shared import protocol
 from shared.client import ClientError, HeadRigClient, iter_chunks, safe_name
+from tests.serverproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 D8 = REPO.parent / "shared" / "media" / "images" / "d8.jpg"
@@ -34,43 +32,6 @@ def _hard_timeout(request):
     faulthandler.dump_traceback_later(limit, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self, data_dir: Path, port: int | None = None):
-        self.data_dir, self.port = data_dir, port or free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start(self, wait_s: float = 60) -> "ServerProcess":
-        env = {**os.environ, "GLOG_minloglevel": "2", "HEADRIG_CACHE_DIR": os.environ.get("HEADRIG_CACHE_DIR", "/tmp/headrig-cache")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", self.address, "--data-dir",
-                                      str(self.data_dir), "--workers", "1"], cwd=REPO, env=env, start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "headrig serve exited"
-            try:
-                with HeadRigClient(self.address, timeout_s=0.5, retries=1) as c:
-                    c.ping()
-                return self
-            except ClientError:
-                time.sleep(0.2)
-        raise AssertionError(f"server on {self.address} did not answer within {wait_s} s")
-
-    def kill(self, sig=signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)  # the group we created: the server and its workers
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

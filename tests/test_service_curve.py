@@ -3,25 +3,13 @@ an authorised client works, a stranger and a plaintext client are refused, the s
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from backend.cli import main
 from shared.client import ClientError, HeadRigClient
-from tests.conftest import REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serverproc import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -29,24 +17,11 @@ def curve_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("curve")
     assert main(["keys", "generate", str(root / "keys")]) == 0
     assert main(["keys", "generate", str(root / "stranger")]) == 0
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", address, "--data-dir", str(root / "data"),
-                             "--keys", str(root / "keys")], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "GLOG_minloglevel": "2"})
+    server = ServerProcess(root / "data", keys_dir=root / "keys").start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with HeadRigClient(address, keys_dir=root / "keys", timeout_s=0.5, retries=1) as c:
-                    c.ping()
-                break
-            except ClientError:
-                assert proc.poll() is None and time.monotonic() < deadline, "CURVE server did not start"
-                time.sleep(0.2)
-        yield address, root
+        yield server.address, root
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        server.kill(signal.SIGTERM)
 
 
 def test_authorised_client_runs_a_job(curve_server, tmp_path):

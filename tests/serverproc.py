@@ -1,0 +1,56 @@
+"""A real `headrig serve` subprocess on a free loopback port, for tests that need a live server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.client import ClientError, HeadRigClient
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m backend serve`` in its own process group (so kill() takes its workers too)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, keys_dir: Path | None = None, workers: int = 1):
+        self.data_dir, self.port, self.keys_dir, self.workers = data_dir, port or free_port(), keys_dir, workers
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self, wait_s: float = 60) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "backend", "serve", "--bind", self.address, "--data-dir", str(self.data_dir),
+               "--workers", str(self.workers)]
+        if self.keys_dir:
+            cmd += ["--keys", str(self.keys_dir)]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "GLOG_minloglevel": "2"}, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "headrig serve exited"
+            try:
+                with HeadRigClient(self.address, keys_dir=self.keys_dir, timeout_s=0.5, retries=1) as c:
+                    c.ping()
+                return self
+            except ClientError:
+                time.sleep(0.2)
+        raise AssertionError(f"server on {self.address} did not answer within {wait_s} s")
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=20)
