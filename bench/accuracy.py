@@ -23,7 +23,6 @@ Failures (no face found, errors) are counted, not averaged. Results: ``--json`` 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import shutil
@@ -31,16 +30,25 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from backend.fitting.geometry import umeyama
+from bench.accuracy_predictors import (  # noqa: F401 -- re-exported: the methods under test
+    Prediction, PredictionFailed, Sample, load_samples, Predictor, build_options, reconstruct_predictor, oracle_predictor, perturbed_predictor, mean_face_predictor, PREDICTORS,
+)
+from bench.accuracy_report import (  # noqa: F401 -- re-exported: the reporting half of this benchmark
+    GOAL_MM,
+    METRICS,
+    _cell,
+    _json_default,
+    markdown,
+    summarize,
+    summarize_by_size,
+)
 
 REGIONS = ("face", "narrow_face")
-GOAL_MM = 1.0
 DEFAULT_DATA = Path("bench/results/synthetic")
 
 
@@ -96,161 +104,6 @@ def rotation_error_deg(pred_axis_angle: np.ndarray, gt_matrix: np.ndarray) -> fl
 
 def focal_error_pct(pred: float, gt: float) -> float:
     return float(100.0 * abs(pred - gt) / gt)
-
-
-# ----------------------------------------------------------------------------- predictions
-
-
-@dataclass
-class Prediction:
-    """What a method predicts for one photo (the fields of ``reconstruct_photos``' result)."""
-
-    identity: np.ndarray | None  # [I]
-    expression: np.ndarray | None = None  # [E]
-    rotation: np.ndarray | None = None  # [3] axis-angle, model -> OpenCV camera
-    translation: np.ndarray | None = None  # [3] cm
-    focal: float | None = None  # px
-    vertices_cm: np.ndarray | None = None  # [V, 3] neutral-expression identity mesh, if given
-    seconds: float = 0.0
-    extra: dict = dataclasses.field(default_factory=dict)  # method diagnostics copied into the row
-
-
-class PredictionFailed(Exception):
-    def __init__(self, code: str, message: str):
-        self.code, self.message = code, message
-        super().__init__(f"{code}: {message}")
-
-
-@dataclass
-class Sample:
-    name: str
-    record: dict
-    identity: np.ndarray
-    expression: np.ndarray
-    rotation: np.ndarray
-    translation: np.ndarray
-
-    def image(self, data: Path, size: str) -> Path:
-        return data / self.record["images"][size]
-
-    def focal(self, size: str) -> float:
-        return float(self.record["intrinsics"][size]["fx"])
-
-
-def load_samples(data: Path, expression_names: list[str]) -> list[Sample]:
-    samples = []
-    for path in sorted(Path(data).glob("[0-9][0-9][0-9][0-9].json")):
-        rec = json.loads(path.read_text())
-        samples.append(Sample(
-            name=path.stem, record=rec, identity=np.asarray(rec["identity"], np.float64),
-            expression=np.array([rec["expression"].get(n, 0.0) for n in expression_names], np.float64),
-            rotation=np.asarray(rec["rotation_matrix"], np.float64), translation=np.asarray(rec["translation"], np.float64)))
-    return samples
-
-
-Predictor = Callable[[Sample, str, Path, Path], Prediction]
-
-
-def build_options(cls, options: dict):
-    """A dataclass instance from ``{"field": value, "nested.field": value}`` (one level of nesting)."""
-    flat = {k: v for k, v in options.items() if "." not in k}
-    obj = cls(**flat)
-    for key, value in options.items():
-        if "." in key:
-            head, rest = key.split(".", 1)
-            setattr(obj, head, dataclasses.replace(getattr(obj, head), **{rest: value}))
-    return obj
-
-
-def reconstruct_predictor(options: dict) -> Predictor:
-    """The real pipeline on one photo at a time: ``backend.reconstruct`` (one ``Reconstructor``
-    reused for all images when the module has it, else ``reconstruct_photos`` per image)."""
-    import backend.reconstruct as api  # the API under test
-
-    options = {"progress": False, **options}
-    try:
-        opts = build_options(api.ReconstructOptions, options)
-    except TypeError:  # an option this version does not have (e.g. progress)
-        options.pop("progress")
-        opts = build_options(api.ReconstructOptions, options)
-    reconstructor = api.Reconstructor(opts) if hasattr(api, "Reconstructor") else None
-
-    def run(image: Path, work: Path):
-        if reconstructor is not None:
-            return reconstructor.reconstruct([Path(image)], work, force=True)
-        return api.reconstruct_photos([Path(image)], work, options=opts, force=True)
-
-    def predict(sample: Sample, size: str, image: Path, work: Path) -> Prediction:
-        from backend.errors import HeadRigError, InputError
-
-        t0 = time.perf_counter()
-        try:
-            result = run(image, work)
-        except InputError as exc:
-            raise PredictionFailed(exc.code, exc.one_line()) from exc
-        except HeadRigError as exc:
-            raise PredictionFailed(type(exc).__name__, str(exc)) from exc
-        seconds = time.perf_counter() - t0
-        fits = list(getattr(result, "fits", None) or [])
-        fit = fits[0] if fits else None
-
-        def field(obj, name):
-            value = getattr(obj, name, None) if obj is not None else None
-            return None if value is None else np.asarray(value, np.float64)
-
-        focal = getattr(fit, "focal", None) if fit is not None else None
-        extra = {k: float(getattr(fit, k)) for k in ("landmark_rmse_px", "landmark_rmse_iod") if getattr(fit, k, None) is not None}
-        return Prediction(identity=field(result, "identity"), expression=field(fit, "expression"),
-                          rotation=field(fit, "rotation"), translation=field(fit, "translation"),
-                          focal=None if focal is None else float(np.asarray(focal).reshape(-1)[0]),
-                          vertices_cm=field(result, "vertices_cm"), seconds=seconds, extra=extra)
-
-    return predict
-
-
-def oracle_predictor(options: dict) -> Predictor:
-    """The ground truth itself: every error must come out 0 (a check of the metrics)."""
-
-    def predict(sample: Sample, size: str, image: Path, work: Path) -> Prediction:
-        from scipy.spatial.transform import Rotation
-
-        return Prediction(identity=sample.identity.copy(), expression=sample.expression.copy(),
-                          rotation=Rotation.from_matrix(sample.rotation).as_rotvec(), translation=sample.translation.copy(),
-                          focal=sample.focal(size))
-
-    return predict
-
-
-def perturbed_predictor(options: dict) -> Predictor:
-    """Ground truth plus noise (identity sigma ``identity_sigma``, expression sigma, 2 deg, 5 % focal)."""
-    sigma = float(options.get("identity_sigma", 0.3))
-    expr_sigma = float(options.get("expression_sigma", 0.1))
-    seed = int(options.get("seed", 0))
-
-    def predict(sample: Sample, size: str, image: Path, work: Path) -> Prediction:
-        from scipy.spatial.transform import Rotation
-
-        rng = np.random.default_rng([seed, int(sample.name), int(size)])
-        rot = Rotation.from_rotvec(rng.normal(0, np.radians(2.0 / np.sqrt(3)), 3)) * Rotation.from_matrix(sample.rotation)
-        return Prediction(identity=sample.identity + rng.normal(0, sigma, sample.identity.shape),
-                          expression=np.clip(sample.expression + rng.normal(0, expr_sigma, sample.expression.shape), 0, 1),
-                          rotation=rot.as_rotvec(), translation=sample.translation + rng.normal(0, 0.5, 3),
-                          focal=sample.focal(size) * (1 + rng.normal(0, 0.05)))
-
-    return predict
-
-
-def mean_face_predictor(options: dict) -> Predictor:
-    """The baseline as a predictor: identity 0, neutral expression, no pose."""
-
-    def predict(sample: Sample, size: str, image: Path, work: Path) -> Prediction:
-        return Prediction(identity=np.zeros_like(sample.identity), expression=np.zeros_like(sample.expression))
-
-    return predict
-
-
-PREDICTORS = {"reconstruct": reconstruct_predictor, "oracle": oracle_predictor, "perturbed": perturbed_predictor,
-              "mean": mean_face_predictor}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -330,38 +183,6 @@ class Evaluator:
         return row
 
 
-METRICS = [  # (key, label, digits) -- summary columns, in table order
-    ("face_median_mm", "face median mm", 2), ("face_mean_mm", "face mean mm", 2),
-    ("narrow_face_median_mm", "narrow median mm", 2), ("narrow_face_mean_mm", "narrow mean mm", 2),
-    ("face_sim_median_mm", "face median mm (sim.)", 2), ("posed_face_median_mm", "posed face median mm", 2),
-    ("expr_mae", "expr MAE", 3), ("expr_mae_active", "expr MAE active", 3),
-    ("focal_err_pct", "focal err %", 1), ("rot_err_deg", "rot err deg", 2), ("seconds", "s / image", 1),
-]
-
-
-def summarize(rows: list[dict]) -> dict:
-    """Median and mean over images of every numeric metric, plus counts."""
-    ok = [r for r in rows if r.get("ok")]
-    out: dict = {"images": len(rows), "ok": len(ok), "failed": len(rows) - len(ok), "failures": {}}
-    for r in rows:
-        if not r.get("ok"):
-            out["failures"][r.get("failure", "error")] = out["failures"].get(r.get("failure", "error"), 0) + 1
-    keys = sorted({k for r in ok for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    for key in keys:
-        values = np.array([r[key] for r in ok if r.get(key) is not None], np.float64)
-        if key in ("size", "index") or not len(values):
-            continue
-        out[key] = {"median": float(np.median(values)), "mean": float(np.mean(values)), "n": int(len(values))}
-    return out
-
-
-def summarize_by_size(rows: list[dict]) -> dict:
-    sizes = sorted({r["size"] for r in rows}, key=int)
-    out = {str(s): summarize([r for r in rows if r["size"] == s]) for s in sizes}
-    out["all"] = summarize(rows)
-    return out
-
-
 def evaluate(data: Path, predictor: Predictor, asset, limit: int | None = None, sizes: list[str] | None = None,
              keep: Path | None = None, log=print, fail_fast: bool = False) -> dict:
     evaluator = Evaluator(asset)
@@ -413,64 +234,6 @@ def evaluate(data: Path, predictor: Predictor, asset, limit: int | None = None, 
     same = [b for b, r in zip(baseline_rows, rows) if r["ok"]] or baseline_rows
     return {"rows": rows, "baseline_rows": baseline_rows, "summary": summarize_by_size(rows),
             "baseline": summarize_by_size(same), "baseline_all_images": summarize_by_size(baseline_rows)}
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def _cell(stats: dict | None, digits: int) -> str:
-    if not stats:
-        return "-"
-    return f"{stats['median']:.{digits}f} / {stats['mean']:.{digits}f}"
-
-
-def markdown(report: dict) -> str:
-    lines = [
-        "# Reconstruction accuracy on synthetic ground truth",
-        "",
-        f"Dataset: `{report['data']}` - {report['n_samples']} samples, sizes {', '.join(report['sizes'])} px, "
-        f"{report.get('renderer') or 'rendered with Blender Cycles'}; textures: {report.get('textures_kind', '?')}.",
-        f"Method: `{report['predictor']}`" + (f" with options `{json.dumps(report['options'])}`" if report["options"] else "")
-        + "; every image is reconstructed on its own (one photo).",
-        "",
-        "Each cell is **median / mean over images** of the per-image value. Vertex errors are the per-image median "
-        "(or mean) over the region's vertices, in mm, between the predicted and the true neutral identity mesh after a "
-        "rigid (rotation + translation) umeyama alignment on that region; *sim.* also fits a scale. *face* = ICT vertices "
-        "0-9408, *narrow* = 0-6705; *posed* compares identity + expression meshes. Expression MAE is over all 53 weights; "
-        "*active* over the weights that are non-zero in the ground truth.",
-        "",
-    ]
-    header = ["method", "size", "ok / images"] + [m[1] for m in METRICS]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    tables = [(report["predictor"], report["summary"], None), ("baseline: mean face", report["baseline"], None)]
-    if report["summary"]["all"]["failed"]:  # the baseline above covers the images the method succeeded on
-        tables.append(("baseline: mean face, all images", report["baseline_all_images"], ("all",)))
-    for name, summary, only in tables:
-        for size, s in summary.items():
-            if only and size not in only:
-                continue
-            cells = [name, size if size == "all" else f"{size} px", f"{s['ok']} / {s['images']}"]
-            for key, _, digits in METRICS:
-                cells.append(_cell(s.get(key), digits))
-            lines.append("| " + " | ".join(cells) + " |")
-    overall = report["summary"]["all"].get("face_median_mm")
-    lines.append("")
-    if overall:
-        verdict = "met" if overall["median"] <= GOAL_MM else "not met"
-        lines.append(f"**Goal: median face error <= {GOAL_MM:.1f} mm from one photo - {verdict}** "
-                     f"(median over images of the per-image median: {overall['median']:.2f} mm; mean face baseline "
-                     f"on the same images {report['baseline']['all']['face_median_mm']['median']:.2f} mm).")
-    failures = report["summary"]["all"]["failures"]
-    if failures:
-        lines.append("")
-        failed = sorted({f"{r['sample']} ({r['yaw']:+.0f} deg yaw)" for r in report["rows"] if not r.get("ok")})
-        lines.append("Failures (not in the error columns): " + ", ".join(f"{k}: {v}" for k, v in sorted(failures.items()))
-                     + f"; samples {', '.join(failed)}.")
-    lines += ["", "Reproduce:", "", "```"]
-    lines += [c for c in (report.get("dataset_command"), report["command"]) if c]
-    lines += ["```", ""]
-    return "\n".join(lines)
 
 
 def _parse_options(items: list[str]) -> dict:
@@ -531,16 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(report))
     print(f"wrote {json_path} and {md_path}")
     return 0
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    raise TypeError(type(value).__name__)
 
 
 if __name__ == "__main__":
