@@ -7,6 +7,7 @@ atomically. Nothing is written unless every stage succeeds.
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from collections.abc import Callable
@@ -65,7 +66,6 @@ class Reconstructor:
         self.fitter = LandmarkFitter(self.asset, self.correspondence, self.options.fit)
         self.landmarker = FaceLandmarker()
         self.segmenter = PersonSegmenter()
-        self._texels = None
         self._edges = face_edges(self.asset.triangles, self.asset.parts["face"][1] + 1)
 
     def close(self) -> None:
@@ -78,11 +78,10 @@ class Reconstructor:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
+    @functools.cached_property
     def texels(self):
-        if self._texels is None:
-            self._texels = cached_texel_map(self.asset, cache_dir())
-        return self._texels
+        """The skin atlas' texel map (cached on disk; loaded on the first bake)."""
+        return cached_texel_map(self.asset, cache_dir())
 
     def reconstruct(self, paths: list[Path], out_dir: Path, force: bool = False, job_id: str | None = None,
                     on_stage: Callable[[str, int, int], None] | None = None) -> ReconstructResult:
@@ -120,7 +119,7 @@ class Reconstructor:
         t = time.perf_counter()
         neutral = self.asset.vertices(fit.identity)
         views = [self._view(ph, mask, fit, p) for ph, mask, p in zip(photos, masks, fit.photos)]
-        texture, coverage = bake_texture(self.texels, views, *self._skin_masks())
+        texture, coverage = bake_texture(self.texels, views, *self.skin_masks)
         texture_png = _png(texture)
         stage("texture", t)
 
@@ -140,13 +139,14 @@ class Reconstructor:
         bar.close()
         return ReconstructResult(Path(out_dir), fit.identity, fit.photos, neutral, written, timings)
 
-    def _skin_masks(self) -> tuple[np.ndarray, np.ndarray]:
-        """Texels of the back-head tile (gated by skin colour) and of the narrow face (reference)."""
-        corners = self.texels.corners
+    @functools.cached_property
+    def skin_masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """[N] bool texels of the back-head tile (gated by skin colour) and of the narrow face
+        (the colour reference); fixed per model, so computed once per worker."""
         width = self.texels.size[0]
         # By atlas tile, not vertex range: M_BackHead also uses vertices of the face part.
         gated = self.texels.pixel % width >= width // 2
-        reference = (corners <= self.asset.parts["narrow_face"][1]).all(1)
+        reference = (self.texels.corners <= self.asset.parts["narrow_face"][1]).all(1)
         return gated, reference
 
     def _check_plausible(self, fit: FitResult, photos: list[Photo]) -> None:

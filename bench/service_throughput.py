@@ -14,48 +14,24 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from shared.client import ClientError, HeadRigClient
+from bench.serverproc import ServerProcess
+from shared.client import HeadRigClient
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
 def local_server(data_dir: Path, workers: int = 1):
     """A `headrig serve` subprocess on a free loopback port; yields its address."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    address = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", address, "--data-dir", str(data_dir),
-                             "--workers", str(workers)], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = ServerProcess(data_dir, workers=workers).start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with HeadRigClient(address, timeout_s=0.5, retries=1) as c:
-                    c.ping()
-                break
-            except ClientError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("headrig serve did not start") from None
-                time.sleep(0.2)
-        yield address
+        yield server.address
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        server.kill(signal.SIGTERM)
 
 
 def run(address: str, mb: int, workdir: Path) -> dict:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.fitting.geometry import matrix_to_axis_angle
+
 from backend.headmodel.asset import HeadModelAsset
 
 SENSOR_WIDTH_MM = 36.0  # full-frame: "35 mm equivalent" focal lengths
@@ -49,9 +51,7 @@ def euler_to_matrix(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.nda
 
 def rotation_to_axis_angle(matrix: np.ndarray) -> np.ndarray:
     """[3, 3] rotation -> [3] axis-angle (radians), robust for every angle."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(np.asarray(matrix, float)).as_rotvec()
+    return matrix_to_axis_angle(matrix)
 
 
 def intrinsics(lens_mm: float, width: int, height: int) -> dict:

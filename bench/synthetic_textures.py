@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from backend.bundle.texture_bake import cached_texel_map
 from backend.headmodel.asset import HeadModelAsset
+from backend.headmodel.ict_source import cache_dir
 from backend.texture_layout import ATLAS_SIZE, ATLAS_TILES, SKIN_MATERIALS
 
 SKIN_TONES = np.array([  # sRGB albedo-ish base colours, light to dark
@@ -29,43 +31,22 @@ HAIR_COLOURS = np.array([
 
 
 def rasterize_uv_positions(asset: HeadModelAsset, material: str, size: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rest position (neutral mean mesh, cm) under every texel of one UDIM tile.
+    """Rest position (neutral mean mesh, cm) under every texel of one skin UDIM tile, from the texel
+    map the texture baker uses (so the benchmark's textures and the baked ones agree texel for texel).
 
     Returns:
         positions [size, size, 3] float32 (image rows top = v 1) and covered [size, size] bool.
     """
-    tri_mask = asset.triangle_material() == asset.material_names.index(material)
-    tris = asset.triangles[tri_mask]
-    uv = asset.uvs[asset.triangle_uvs[tri_mask]].astype(np.float64)  # [T, 3, 2]
-    px = np.stack([(uv[..., 0] - tile) * size - 0.5, (1.0 - uv[..., 1]) * size - 0.5], -1)  # texel-centre coords
-    pos3 = asset.neutral[tris].astype(np.float64)  # [T, 3, 3]
+    if SKIN_MATERIALS.index(material) != tile:
+        raise ValueError(f"{material} is not on UDIM tile {tile} of the skin atlas")
+    texels = cached_texel_map(asset, cache_dir(), (ATLAS_TILES * size, size))
+    x, y = texels.pixel % (ATLAS_TILES * size), texels.pixel // (ATLAS_TILES * size)
+    mine = x // size == tile
     positions = np.zeros((size, size, 3), np.float32)
     covered = np.zeros((size, size), bool)
-    lo = np.floor(px.min(1)).astype(int)
-    hi = np.ceil(px.max(1)).astype(int)
-    extent = np.maximum(hi - lo + 1, 1).max(1)
-    order = np.argsort(extent)
-    for chunk in np.array_split(order, max(1, len(order) // 1024)):
-        n = int(extent[chunk].max())
-        grid = np.arange(n)
-        gx = lo[chunk, 0, None, None] + grid[None, None, :]  # [C, 1, n]
-        gy = lo[chunk, 1, None, None] + grid[None, :, None]  # [C, n, 1]
-        a, b, c = px[chunk, 0], px[chunk, 1], px[chunk, 2]
-        det = (b[:, 1] - c[:, 1]) * (a[:, 0] - c[:, 0]) + (c[:, 0] - b[:, 0]) * (a[:, 1] - c[:, 1])
-        det = np.where(np.abs(det) < 1e-12, 1e-12, det)[:, None, None]
-        w0 = ((b[:, 1, None, None] - c[:, 1, None, None]) * (gx - c[:, 0, None, None])
-              + (c[:, 0, None, None] - b[:, 0, None, None]) * (gy - c[:, 1, None, None])) / det
-        w1 = ((c[:, 1, None, None] - a[:, 1, None, None]) * (gx - c[:, 0, None, None])
-              + (a[:, 0, None, None] - c[:, 0, None, None]) * (gy - c[:, 1, None, None])) / det
-        w2 = 1.0 - w0 - w1
-        inside = (w0 >= -1e-6) & (w1 >= -1e-6) & (w2 >= -1e-6)
-        inside &= (gx >= 0) & (gx < size) & (gy >= 0) & (gy < size)
-        ci, yi, xi = np.nonzero(inside)
-        bary = np.stack([w0[ci, yi, xi], w1[ci, yi, xi], w2[ci, yi, xi]], -1)
-        p = np.einsum("nk,nkd->nd", bary, pos3[chunk][ci])
-        ty, tx = gy[ci, yi, 0], gx[ci, 0, xi]
-        positions[ty, tx] = p
-        covered[ty, tx] = True
+    rest = (asset.neutral[texels.corners[mine]] * texels.bary[mine][..., None]).sum(1)
+    positions[y[mine], x[mine] - tile * size] = rest
+    covered[y[mine], x[mine] - tile * size] = True
     return positions, covered
 
 

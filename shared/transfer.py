@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .bundle import sha256_file
 from .protocol import CHUNK_BYTES
 
 
@@ -35,13 +36,8 @@ def safe_name(name) -> str:
 
 
 def file_entry(path: Path) -> dict:
-    """{name, size, sha256} of a local file, read in chunks."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK_BYTES):
-            digest.update(block)
-            size += len(block)
-    return {"name": path.name, "size": size, "sha256": digest.hexdigest()}
+    """{name, size, sha256} of a local file."""
+    return {"name": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def iter_chunks(path: Path, size: int) -> Iterator[tuple[int, bytes]]:

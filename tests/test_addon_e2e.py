@@ -23,7 +23,7 @@ bpy = pytest.importorskip("bpy")
 
 import build_addon  # noqa: E402
 from shared.client import HeadRigClient
-from tests.serverproc import ServerProcess, free_port  # noqa: E402
+from bench.serverproc import ServerProcess, free_port  # noqa: E402
 
 pytestmark = pytest.mark.blender
 

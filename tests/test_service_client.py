@@ -20,7 +20,7 @@ import zmq
 
 from shared import protocol
 from shared.client import ClientError, HeadRigClient, iter_chunks, safe_name
-from tests.serverproc import ServerProcess, free_port
+from bench.serverproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 D8 = REPO.parent / "shared" / "media" / "images" / "d8.jpg"

@@ -9,7 +9,7 @@ import pytest
 
 from backend.cli import main
 from shared.client import ClientError, HeadRigClient
-from tests.serverproc import ServerProcess
+from bench.serverproc import ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
@@ -28,17 +29,11 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
 
 
 def matrix_to_axis_angle(matrix: np.ndarray) -> np.ndarray:
-    """[3, 3] rotation matrix -> [3] rotation vector (numpy; used for initialisation)."""
-    cos = np.clip((np.trace(matrix) - 1) / 2, -1.0, 1.0)
-    angle = np.arccos(cos)
-    if angle < 1e-8:
-        return np.zeros(3)
-    axis = np.array([matrix[2, 1] - matrix[1, 2], matrix[0, 2] - matrix[2, 0], matrix[1, 0] - matrix[0, 1]])
-    if np.pi - angle < 1e-4:  # near 180 degrees the skew part vanishes; use the symmetric part
-        axis = np.sqrt(np.maximum((np.diag(matrix) + 1) / 2, 0))
-        axis *= np.sign(axis @ np.array([1, 1, 1]) or 1)
-        return axis / np.linalg.norm(axis) * angle
-    return axis / np.linalg.norm(axis) * angle
+    """[3, 3] rotation matrix -> [3] rotation vector (numpy), right at every angle.
+
+    Every fitted photo sits near 180 degrees (model y up, camera y down), where the textbook
+    formula loses the axis' signs, so this goes through scipy's quaternion-based conversion."""
+    return Rotation.from_matrix(np.asarray(matrix, np.float64)).as_rotvec()
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
@@ -77,17 +72,3 @@ def project(points: torch.Tensor, focal: torch.Tensor, principal: torch.Tensor) 
     focal = focal.reshape(*focal.shape[: points.dim() - 2], 1, 1) if focal.dim() < points.dim() else focal
     z = points[..., 2:3].clamp_min(1e-3)
     return points[..., :2] / z * focal + principal[..., None, :]
-
-
-def vertex_normals(verts: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
-    """Area-weighted vertex normals.
-
-    Args:
-        verts: [B, V, 3]; triangles: [T, 3] long.
-    Returns:
-        [B, V, 3] unit normals.
-    """
-    v0, v1, v2 = (verts[:, triangles[:, i]] for i in range(3))
-    face_n = torch.cross(v1 - v0, v2 - v0, dim=-1)
-    normals = torch.zeros_like(verts).index_add_(1, triangles.reshape(-1), face_n.repeat_interleave(3, dim=1))
-    return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)

@@ -143,15 +143,19 @@ def save_asset(asset: HeadModelAsset, path: Path) -> str:
     return digest
 
 
+def checksum_ok(path: Path) -> bool:
+    """Whether ``path`` matches the checksum recorded when it was saved (reads it once)."""
+    expected = read_checksum(path)
+    return expected is not None and Path(path).is_file() and expected == sha256_file(path)
+
+
 def load_head_model(path: Path, verify: bool = True) -> HeadModelAsset:
     """Load an asset written by ``save_asset``; raises AssetError if it is corrupt or stale."""
     path = Path(path)
     if not path.is_file():
         raise AssetError(f"{path}: head-model asset not found")
-    if verify:
-        expected = read_checksum(path)
-        if expected is None or expected != sha256_file(path):
-            raise AssetError(f"{path}: checksum mismatch; the cached asset is damaged and will be rebuilt")
+    if verify and not checksum_ok(path):
+        raise AssetError(f"{path}: checksum mismatch; the cached asset is damaged and will be rebuilt")
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())

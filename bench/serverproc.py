@@ -1,4 +1,4 @@
-"""A real `headrig serve` subprocess on a free loopback port, for tests that need a live server."""
+"""A real `headrig serve` subprocess on a free loopback port, for benchmarks and tests that need a live server."""
 
 from __future__ import annotations
 
@@ -48,9 +48,14 @@ class ServerProcess:
         raise AssertionError(f"server on {self.address} did not answer within {wait_s} s")
 
     def kill(self, sig=signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
+        """Signal the whole group (server and workers); a server that ignores SIGTERM for 20 s is killed."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
