@@ -1,4 +1,4 @@
-"""``headrig`` command line: reconstruct, info (and, later, serve, client, keys ...).
+"""``headrig`` command line: reconstruct, retarget, info, serve, client, keys.
 
 Exit codes: 0 success; 2 bad input (one line: the file, what is wrong, what to do); 1 other failure.
 """
@@ -24,10 +24,21 @@ def _quiet_native_logs() -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from backend.reconstruct import ReconstructOptions, reconstruct_photos
 
+    from backend.errors import InputError
+    from backend.video.decode import is_video_path
+
     out = Path(args.output)
     if out.exists() and not args.force:
         print(f"{out}: output folder already exists; choose another -o or pass --force to replace it", file=sys.stderr)
         return EXIT_BAD_INPUT
+    videos = [p for p in args.photos if is_video_path(p)]
+    if videos:
+        if len(args.photos) != 1:
+            raise InputError(videos[0], "a video must be the only input", "reconstruct from one video, or from photos only",
+                             code="mixed_inputs")
+        from backend.video_commands import reconstruct_video
+
+        return reconstruct_video(args, Path(videos[0]), out)
     options = ReconstructOptions(progress=not args.quiet, max_pixels=args.max_pixels)
     result = reconstruct_photos([Path(p) for p in args.photos], out, options, force=args.force)
     q = result.manifest.quality
@@ -52,12 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"headrig {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    rec = sub.add_parser("reconstruct", help="fit the head model to photos of one person and write a head bundle")
-    rec.add_argument("photos", nargs="+", help="one or more photos of the same person (JPEG, PNG, ...)")
+    rec = sub.add_parser("reconstruct", help="fit the head model to photos or a video of one person and write a head bundle")
+    rec.add_argument("photos", nargs="+", metavar="INPUT",
+                     help="one or more photos of the same person (JPEG, PNG, ...), or one video (MP4, MOV, MKV, WebM)")
     rec.add_argument("-o", "--output", required=True, help="bundle folder to create")
     rec.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     rec.add_argument("--max-pixels", type=int, default=50_000_000, help="refuse images larger than this (default 50 MP)")
+    rec.add_argument("--max-seconds", type=float, default=600.0, help="refuse videos longer than this (default 600)")
     rec.set_defaults(func=cmd_reconstruct)
 
     info = sub.add_parser("info", help="summarise a head bundle")
@@ -66,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     # The service's commands live beside the service (serve, keys) and its client (client ...).
+    from backend import video_commands
     from backend.service import client_commands, server_commands
 
+    video_commands.register(sub)
     server_commands.register(sub)
     client_commands.register(sub)
     return parser

@@ -118,22 +118,23 @@ class Reconstructor:
 
         t = time.perf_counter()
         neutral = self.asset.vertices(fit.identity)
-        views = [self._view(ph, mask, fit, p) for ph, mask, p in zip(photos, masks, fit.photos)]
+        views = [self.view(ph.rgb, mask, fit.identity, p) for ph, mask, p in zip(photos, masks, fit.photos)]
         texture, coverage = bake_texture(self.texels, views, *self.skin_masks)
-        texture_png = _png(texture)
+        texture_png = png_bytes(texture)
         stage("texture", t)
 
         t = time.perf_counter()
-        colours = {name: _iris_colour(ph.rgb, m.points) for ph, m in zip(photos[:1], marks[:1]) for name in ("M_IrisLeft", "M_IrisRight")}
+        colours = {name: iris_colour(ph.rgb, m.points) for ph, m in zip(photos[:1], marks[:1]) for name in ("M_IrisLeft", "M_IrisRight")}
         glb = build_head_glb(self.asset, neutral, texture_png, colours)
         overlay = contact_sheet([draw_overlay(v, self._edges, m.points[:, :2], p.projected) for v, m, p in zip(views, marks, fit.photos)])
         stage("gltf", t)
 
         t = time.perf_counter()
         notes = [note for m in marks for note in m.notes]
-        manifest = self._manifest(photos, fit, coverage, notes, job_id)
+        inputs = [InputRecord(Path(ph.path).name, ph.sha256, ph.width, ph.height) for ph in photos]
+        manifest = self._manifest(inputs, fit, list(range(len(photos))), coverage, notes, job_id)
         manifest.files = {"head.glb": {"role": "mesh"}, "texture.png": {"role": "texture"}, "fit_overlay.png": {"role": "preview"}}
-        files = {"head.glb": glb, "texture.png": texture_png, "fit_overlay.png": _png(np.asarray(overlay))}
+        files = {"head.glb": glb, "texture.png": texture_png, "fit_overlay.png": png_bytes(np.asarray(overlay))}
         written = write_bundle(out_dir, manifest, files, force=force)
         stage("write", t)
         bar.close()
@@ -163,26 +164,31 @@ class Reconstructor:
                     code="implausible_face",
                 )
 
-    def _view(self, photo: Photo, mask: np.ndarray, fit: FitResult, p: PhotoFit) -> PhotoView:
-        shape = self.asset.vertices(fit.identity, p.expression)
+    def view(self, rgb: np.ndarray, mask: np.ndarray, identity: np.ndarray, p: PhotoFit) -> PhotoView:
+        """An image as the texture baker sees it, with the fitted head in its camera frame."""
+        shape = self.asset.vertices(identity, p.expression)
         rot = axis_angle_to_matrix(torch.tensor(p.rotation, dtype=torch.float64)).numpy()
         verts = shape @ rot.T + p.translation
         normals = vertex_normals(verts, self.asset.triangles)
-        return PhotoView(photo.rgb, mask, verts, normals, p.focal, p.principal)
+        return PhotoView(rgb, mask, verts, normals, p.focal, p.principal)
 
-    def _manifest(self, photos: list[Photo], fit: FitResult, coverage: float, notes: list[str], job_id: str | None) -> HeadManifest:
+    def _manifest(self, inputs: list[InputRecord], fit: FitResult, input_of_fit: list[int], coverage: float,
+                  notes: list[str], job_id: str | None, frames: list[int] | None = None) -> HeadManifest:
+        """head.json for ``fit``; ``input_of_fit[i]`` is the input (photo or video) fit i belongs to,
+        ``frames[i]`` its frame number when that input is a video."""
         names = self.asset.expression_names
         fits = [
             InputFit(
-                input_index=i,
+                input_index=k,
                 rotation=p.rotation.tolist(),
                 translation=p.translation.tolist(),
                 expression={n: float(w) for n, w in zip(names, p.expression)},
                 landmark_rmse_px=p.landmark_rmse_px,
                 landmark_rmse_iod=p.landmark_rmse_iod,
-                camera=CameraIntrinsics(ph.width, ph.height, p.focal, p.focal, p.principal[0], p.principal[1]),
+                camera=CameraIntrinsics(inputs[k].width, inputs[k].height, p.focal, p.focal, p.principal[0], p.principal[1]),
+                frame=None if frames is None else frames[i],
             )
-            for i, (ph, p) in enumerate(zip(photos, fit.photos))
+            for i, (k, p) in enumerate(zip(input_of_fit, fit.photos))
         ]
         return HeadManifest(
             head_model=self.asset.name,
@@ -190,7 +196,7 @@ class Reconstructor:
             face_count=len(self.asset.face_sizes),
             shape_keys=list(names),
             identity=fit.identity.tolist(),
-            inputs=[InputRecord(Path(ph.path).name, ph.sha256, ph.width, ph.height) for ph in photos],
+            inputs=inputs,
             fits=fits,
             quality={
                 "landmark_rmse_px": float(np.sqrt(np.mean([p.landmark_rmse_px**2 for p in fit.photos]))),
@@ -213,7 +219,7 @@ def reconstruct_photos(paths: list[Path], out_dir: Path, options: ReconstructOpt
         return rec.reconstruct([Path(p) for p in paths], Path(out_dir), force=force)
 
 
-def _png(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
@@ -221,7 +227,7 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _iris_colour(rgb: np.ndarray, points: np.ndarray) -> tuple[float, float, float, float]:
+def iris_colour(rgb: np.ndarray, points: np.ndarray) -> tuple[float, float, float, float]:
     """Median colour inside both irises (linear RGBA), from the iris landmarks."""
     samples = []
     for centre, ring in ((468, slice(469, 473)), (473, slice(474, 478))):

@@ -5,8 +5,9 @@ to ``headrig serve`` with the client from the project's ``shared`` package, whic
 vendors into the extension as ``headrig_shared``.
 
 Modules: ``preferences`` (server, keys, local backend), ``worker`` (threads, no bpy), ``jobs``
-(registry + the ``bpy.app.timers`` drain), ``importer`` (bundle -> organised scene), ``operators``,
-``panel`` (View3D sidebar > HeadRig). ``register``/``unregister`` can run any number of times;
+(registry + the ``bpy.app.timers`` drain), ``importer`` (bundle -> organised scene), ``animation``
+(an ``animation.json`` clip -> Actions on a head), ``operators`` (+ ``operators_animation``:
+retarget, Live Link; ``operators_backend``: the local backend), ``panel`` (View3D sidebar > HeadRig). ``register``/``unregister`` can run any number of times;
 ``unregister`` stops every thread and the local backend this Blender started.
 """
 
@@ -20,9 +21,10 @@ def bundle_format():
 
 
 def _classes():
-    from . import operators, panel, preferences, props
+    from . import operators, operators_animation, operators_backend, panel, preferences, props
 
-    return (*props.CLASSES, preferences.HEADRIG_AddonPreferences, *operators.CLASSES, *panel.CLASSES)
+    return (*props.CLASSES, preferences.HEADRIG_AddonPreferences, *operators.CLASSES, *operators_backend.CLASSES,
+            *operators_animation.CLASSES, *panel.CLASSES)
 
 
 def register() -> None:

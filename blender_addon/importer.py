@@ -13,6 +13,14 @@
 * custom properties on the object (and the collection): ``headrig_job_id``, ``headrig_model``,
   ``headrig_landmark_rmse_px``, ``headrig_bundle`` (the folder).
 
+A bundle built from a video also lists ``animation.json`` (role "animation"). Its ``head.glb``
+carries the same motion as a glTF animation, which Blender 4.5's importer turns into one Action per
+glTF animation (slots ``OB<node>`` and ``KE<node>``), stashes on muted NLA tracks of the object and
+its shape keys, assigns, and evaluates into the object's transform and shape-key values. That is all
+removed (the head rests neutral and at its root), and ``animation.json`` is applied instead with
+``animation.apply_animation``: one shape-key Action ``<name>`` and one Action ``<name> (head)`` on
+the root, the scene's fps and frame range set from the clip.
+
 Re-importing the same head -- same job id, or else the same bundle folder -- with ``replace=True``
 (the default) deletes the old collection, its objects, and the meshes, materials and images that only
 they used, then imports afresh: one collection per head, never ``.001`` duplicates. With
@@ -26,6 +34,8 @@ from pathlib import Path
 
 import bpy
 
+from .animation import AnimationFailed, apply_animation
+from .headrig_shared.animation import read_animation
 from .headrig_shared.bundle import BundleError, read_bundle
 
 PROP_JOB, PROP_MODEL, PROP_RMSE, PROP_BUNDLE = "headrig_job_id", "headrig_model", "headrig_landmark_rmse_px", "headrig_bundle"
@@ -67,10 +77,68 @@ def find_heads(job_id: str | None, bundle: str):
     return out
 
 
+def _actions_of(id_data) -> set:
+    anim = getattr(id_data, "animation_data", None)
+    if anim is None:
+        return set()
+    found = {anim.action} | {s.action for t in anim.nla_tracks for s in t.strips}
+    return {a for a in found if a is not None}
+
+
+def _animated(obj) -> list:
+    """The object and its shape keys: the datablocks a head's Actions play on."""
+    key = obj.data.shape_keys if obj.type == "MESH" and obj.data is not None else None
+    return [obj] + ([key] if key is not None else [])
+
+
+def _remove_unused(actions) -> None:
+    for action in actions:
+        try:
+            if action.users == 0:
+                bpy.data.actions.remove(action)
+        except ReferenceError:
+            pass
+
+
+def strip_gltf_animation(objects, actions_before) -> None:
+    """Remove what the glTF importer made of the glb's animation: Actions, NLA tracks, and the
+    evaluated pose it left in the object's transform and shape-key values (see the module docstring)."""
+    made, tracks = set(), set()
+    for obj in objects:
+        for data in _animated(obj):
+            found = _actions_of(data)
+            if found and data is obj:
+                obj.location, obj.rotation_quaternion, obj.rotation_euler = (0, 0, 0), (1, 0, 0, 0), (0, 0, 0)
+            made |= found
+            if data.animation_data is not None:
+                tracks |= {t.name for t in data.animation_data.nla_tracks}
+                data.animation_data_clear()
+        if obj.type == "MESH" and obj.data.shape_keys is not None:
+            for kb in obj.data.shape_keys.key_blocks:
+                kb.value = 0.0
+    _remove_unused(made - set(actions_before))
+    _forget_gltf_tracks(tracks)
+
+
+def _forget_gltf_tracks(names) -> None:
+    """Drop the glTF add-on's animation list entries (its optional "Animation UI", on the first
+    scene) that name the removed tracks, unless another object still has a track of that name."""
+    listed = getattr(bpy.data.scenes[0], "gltf2_animation_tracks", None) if bpy.data.scenes else None
+    if not listed or not names:
+        return
+    used = {t.name for block in (*bpy.data.objects, *bpy.data.shape_keys)
+            if getattr(block, "animation_data", None) is not None for t in block.animation_data.nla_tracks}
+    for i in reversed(range(len(listed))):
+        if listed[i].name in names and listed[i].name not in used:
+            listed.remove(i)
+
+
 def remove_head(coll) -> None:
-    """Delete a head collection, its objects and the data blocks only they used."""
-    meshes, materials, images = set(), set(), set()
+    """Delete a head collection, its objects and the data blocks only they used (Actions too)."""
+    meshes, materials, images, actions = set(), set(), set(), set()
     for obj in list(coll.all_objects):
+        for data in _animated(obj):
+            actions |= _actions_of(data)
         if obj.type == "MESH" and obj.data is not None:
             meshes.add(obj.data)
             for mat in obj.data.materials:
@@ -91,6 +159,7 @@ def remove_head(coll) -> None:
                 store.remove(block)
         except ReferenceError:
             pass
+    _remove_unused(actions)  # an Action with a fake user (an artist's, a "(previous)" one) stays
 
 
 def import_bundle(context, bundle_dir, replace: bool = True):
@@ -106,21 +175,24 @@ def import_bundle(context, bundle_dir, replace: bool = True):
     if not glb.is_file():
         raise ImportFailed(f"{glb}: missing; the bundle has no mesh")
     name = head_name(manifest, bundle_dir)
+    clip = _bundle_animation(bundle_dir, manifest)  # checked before anything changes in the scene
     if replace:
         for coll in find_heads(manifest.job_id, str(bundle_dir)):
             remove_head(coll)
 
     scene = context.scene
-    before = set(bpy.data.objects)
+    before, actions_before = set(bpy.data.objects), set(bpy.data.actions)
     try:
         result = bpy.ops.import_scene.gltf(filepath=str(glb))
     except RuntimeError as exc:
         new = [o for o in bpy.data.objects if o not in before]
+        strip_gltf_animation(new, actions_before)
         for obj in new:
             bpy.data.objects.remove(obj, do_unlink=True)
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
         raise ImportFailed(f"{glb.name}: Blender's glTF importer failed ({first[:200]})") from None
     new = [o for o in bpy.data.objects if o not in before]
+    strip_gltf_animation(new, actions_before)
     meshes = [o for o in new if o.type == "MESH"]
     if "FINISHED" not in result or len(meshes) != 1:
         for obj in new:
@@ -158,8 +230,24 @@ def import_bundle(context, bundle_dir, replace: bool = True):
     for target in (head, coll, root):
         for key, value in values.items():
             target[key] = value
+    if clip is not None:
+        try:
+            apply_animation(context, head, clip, name, source=str(clip.source.get("file", "")))
+        except AnimationFailed as exc:
+            raise ImportFailed(str(exc)) from None
     for obj in context.view_layer.objects:
         obj.select_set(False)
     head.select_set(True)
     context.view_layer.objects.active = head
     return head
+
+
+def _bundle_animation(bundle_dir: Path, manifest):
+    """The bundle's AnimationClip (a head built from a video), or None; ImportFailed if it is bad."""
+    name = next((n for n, info in manifest.files.items() if info.get("role") == "animation"), None)
+    if name is None:
+        return None
+    try:
+        return read_animation(bundle_dir / name)
+    except BundleError as exc:
+        raise ImportFailed(f"Not a usable animation: {exc}") from None

@@ -2,7 +2,9 @@
 
 Threads (``worker.py``) never touch bpy: they put small tuples on ``Registry.events``. ``drain`` runs
 on ``bpy.app.timers`` in the main thread, applies those tuples to the registry's ``JobEntry`` list and
-the WindowManager properties, tags the UI for redraw, and imports finished bundles.
+the WindowManager properties, tags the UI for redraw, and brings finished results in: a built head
+is imported (``importer.import_bundle``), a retarget's ``animation.json`` is applied to the head it
+was made for (``animation.apply_result``).
 
 Time per call: ``drain`` handles queue items within a budget (``BUDGET_MS``) and imports at most one
 finished bundle per call. Importing a head (Blender's glTF importer, ~29k vertices, 53 shape keys,
@@ -24,12 +26,15 @@ from pathlib import Path
 
 import bpy
 
-from . import importer
+from . import animation, importer
 from .worker import ConnectionCheck, JobWorker
 
 INTERVAL_S = 0.1
 BUDGET_MS = 20.0
 ACTIVE = ("starting", "queued", "running", "fetching", "importing")
+# What the artist reads while a job of each kind is sent and fetched.
+_SENDING = {"reconstruct": "Sending photos to the server", "retarget": "Sending the video to the server"}
+_FETCHING = {"retarget": "Downloading the animation"}
 
 
 @dataclass
@@ -37,6 +42,8 @@ class JobEntry:
     local_id: str
     label: str
     files: list = field(default_factory=list)
+    kind: str = "reconstruct"
+    apply: dict = field(default_factory=dict)  # retarget: target (object name), action_name, transfer_head
     job_id: str = ""
     state: str = "starting"    # starting queued running fetching importing | done failed cancelled error
     stage: str = ""
@@ -74,9 +81,11 @@ class Registry:
         return f"j{next(self._ids)}"
 
     def start_job(self, label: str, files, settings: dict, out_dir, kind: str = "reconstruct",
-                  params: dict | None = None) -> JobEntry:
+                  params: dict | None = None, apply: dict | None = None) -> JobEntry:
+        """Run one job in a worker thread; ``apply`` says what to do with a retarget's result."""
         local_id = self.new_id()
-        entry = JobEntry(local_id, label, [str(f) for f in files], message="Sending photos to the server")
+        entry = JobEntry(local_id, label, [str(f) for f in files], kind=kind, apply=dict(apply or {}),
+                         message=_SENDING.get(kind, "Sending the files to the server"))
         self.jobs[local_id] = entry
         worker = JobWorker(local_id, settings["address"], files, out_dir, self.events, kind=kind, params=params,
                            keys_dir=settings.get("keys_dir"), timeout_s=settings["timeout_s"],
@@ -192,13 +201,14 @@ def _apply(reg: Registry, item: tuple, props) -> None:
         entry.stage, entry.fraction = stage, max(0.0, min(1.0, float(fraction)))
         entry.message = message or stage
     elif kind == "fetching":
-        entry.state, entry.fraction, entry.message = "fetching", 1.0, "Downloading the head"
+        entry.state, entry.fraction, entry.message = "fetching", 1.0, _FETCHING.get(entry.kind, "Downloading the head")
     elif kind == "done":
         entry.bundle_path = item[2]
         if entry.cancel_requested:
             entry.state, entry.message = "cancelled", "Cancelled (the result is kept on disk, not imported)"
         elif reg.auto_import:
-            entry.state, entry.message = "importing", "Importing into the scene"
+            entry.state = "importing"
+            entry.message = "Applying the animation" if entry.kind == "retarget" else "Importing into the scene"
             reg.to_import.append(key)
         else:
             entry.state, entry.message = "done", f"Downloaded to {entry.bundle_path}"
@@ -222,14 +232,20 @@ def _import_one(reg: Registry) -> bool:
             continue
         start = time.perf_counter()
         try:
-            obj = importer.import_bundle(bpy.context, entry.bundle_path, replace=True)
+            if entry.kind == "retarget":
+                obj, summary = animation.apply_result(bpy.context, entry.bundle_path, **entry.apply)
+                entry.message = (f"Applied {summary['shape_action']} to {obj.name} "
+                                 f"({summary['frames']} frames at {summary['fps']:g} fps)")
+            else:
+                obj = importer.import_bundle(bpy.context, entry.bundle_path, replace=True)
+                entry.message = f"Imported {obj.name} ({len(obj.data.vertices):,} vertices)"
             entry.state, entry.object_name = "done", obj.name
-            entry.message = f"Imported {obj.name} ({len(obj.data.vertices):,} vertices)"
             try:
-                bpy.ops.ed.undo_push(message=f"HeadRig: import {obj.name}")
+                verb = "retarget" if entry.kind == "retarget" else "import"
+                bpy.ops.ed.undo_push(message=f"HeadRig: {verb} {obj.name}")
             except Exception:
                 pass
-        except importer.ImportFailed as exc:
+        except (importer.ImportFailed, animation.AnimationFailed) as exc:
             entry.state, entry.message = "error", str(exc)
         except Exception as exc:  # the artist gets one line, not a traceback
             entry.state, entry.message = "error", f"Import failed: {type(exc).__name__}: {exc}"

@@ -1,4 +1,9 @@
-"""Operators: check the connection, manage photos, build / cancel, import a bundle, start the backend.
+"""Operators: check the connection, manage the inputs, build / cancel, import a bundle.
+
+A head is built from photos of one person or from exactly one video (the server fits the head and
+tracks the performance; the bundle then carries an ``animation.json``). Retarget and Live Link
+import are in ``operators_animation.py``; starting and stopping a local backend in
+``operators_backend.py``.
 
 Every failure is ``self.report({'ERROR'}, one line)`` naming the file or the server; nothing raises
 into Blender. Long work runs in ``worker.py`` threads; the ``jobs.drain`` timer brings results in.
@@ -9,7 +14,6 @@ it; ESC cancels a build); called from Python (``execute``) they return at once.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import bpy
@@ -19,16 +23,24 @@ from . import jobs, preferences
 from .importer import ImportFailed, import_bundle
 
 PHOTO_EXTS = (".jpg", ".jpeg", ".png")
+VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")  # what the backend decodes (backend/video)
+MEDIA_EXTS = PHOTO_EXTS + VIDEO_EXTS
+_NOT_MEDIA = "not a photo (JPEG, PNG) or video (MP4, MOV, M4V, MKV, WebM, AVI)"
 
 
-def _registry(op):
+def file_glob(exts) -> str:
+    """``*.mp4;*.MP4;...``: the file browser's filter matches case-sensitively on Linux."""
+    return ";".join(f"*{e}" for e in exts) + ";" + ";".join(f"*{e.upper()}" for e in exts)
+
+
+def registry_or_report(op):
     reg = jobs.registry()
     if reg is None:
         op.report({"ERROR"}, "HeadRig is not registered; re-enable the add-on")
     return reg
 
 
-def _settings_or_report(op, context):
+def settings_or_report(op, context):
     settings = preferences.client_settings(context)
     refusal = preferences.network_refusal(settings["address"])
     if refusal:
@@ -51,8 +63,8 @@ class HEADRIG_OT_check_connection(bpy.types.Operator):
     _timer = None
 
     def execute(self, context):
-        reg = _registry(self)
-        settings = reg and _settings_or_report(self, context)
+        reg = registry_or_report(self)
+        settings = reg and settings_or_report(self, context)
         if not settings:
             return {"CANCELLED"}
         props = context.window_manager.headrig
@@ -83,13 +95,13 @@ class HEADRIG_OT_check_connection(bpy.types.Operator):
 
 
 class HEADRIG_OT_add_photos(bpy.types.Operator):
-    """Add JPEG or PNG photos of one person"""
+    """Add JPEG or PNG photos of one person, or one video of them (MP4, MOV, MKV, WebM, AVI)"""
 
     bl_idname = "headrig.add_photos"
-    bl_label = "Add photos"
+    bl_label = "Add photos or video"
     bl_options = {"REGISTER", "UNDO"}
 
-    filter_glob: StringProperty(default="*.jpg;*.jpeg;*.png;*.JPG;*.JPEG;*.PNG", options={"HIDDEN"})
+    filter_glob: StringProperty(default=file_glob(MEDIA_EXTS), options={"HIDDEN"})
     directory: StringProperty(subtype="DIR_PATH")
     files: CollectionProperty(type=bpy.types.OperatorFileListElement)
     filepath: StringProperty(subtype="FILE_PATH")
@@ -102,8 +114,8 @@ class HEADRIG_OT_add_photos(bpy.types.Operator):
         added, bad = 0, []
         for raw in paths:
             path = bpy.path.abspath(raw)
-            if not path.lower().endswith(PHOTO_EXTS):
-                bad.append(f"{os.path.basename(path)}: not a JPEG or PNG")
+            if not path.lower().endswith(MEDIA_EXTS):
+                bad.append(f"{os.path.basename(path)}: {_NOT_MEDIA}")
                 continue
             if not os.path.isfile(path):
                 bad.append(f"{os.path.basename(path)}: no such file ({path})")
@@ -158,7 +170,7 @@ class HEADRIG_OT_clear_photos(bpy.types.Operator):
 
 
 class HEADRIG_OT_build_head(bpy.types.Operator):
-    """Send the photos to the HeadRig server, build a head and import it when it is done"""
+    """Send the photos or the video to the HeadRig server, build a head and import it when it is done"""
 
     bl_idname = "headrig.build_head"
     bl_label = "Build head"
@@ -172,25 +184,31 @@ class HEADRIG_OT_build_head(bpy.types.Operator):
     _local_id = ""
 
     def _start(self, context):
-        reg = _registry(self)
-        settings = reg and _settings_or_report(self, context)
+        reg = registry_or_report(self)
+        settings = reg and settings_or_report(self, context)
         if not settings:
             return None
         photos = [bpy.path.abspath(p.filepath) for p in context.scene.headrig.photos]
         if not photos:
-            self.report({"ERROR"}, "No photos: add JPEG or PNG photos of one person first (Add photos)")
+            self.report({"ERROR"}, "No photos: add JPEG or PNG photos of one person, or one video, first "
+                                   "(Add photos or video)")
             return None
         for path in photos:
             name = os.path.basename(path)
             if not os.path.isfile(path):
                 self.report({"ERROR"}, f"{name}: no such file ({path}); remove it from the list or fix the path")
                 return None
-            if self.kind == "reconstruct" and not path.lower().endswith(PHOTO_EXTS):
-                self.report({"ERROR"}, f"{name}: not a JPEG or PNG photo")
+            if self.kind == "reconstruct" and not path.lower().endswith(MEDIA_EXTS):
+                self.report({"ERROR"}, f"{name}: {_NOT_MEDIA}")
                 return None
             if os.path.getsize(path) == 0:
                 self.report({"ERROR"}, f"{name}: the file is empty")
                 return None
+        videos = [os.path.basename(p) for p in photos if p.lower().endswith(VIDEO_EXTS)]
+        if self.kind == "reconstruct" and videos and len(photos) > 1:
+            self.report({"ERROR"}, f"{videos[0]}: a video must be the only input (one video per head); "
+                                   f"remove the other {len(photos) - 1} file(s) from the list")
+            return None
         names = [os.path.basename(p) for p in photos]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -260,7 +278,7 @@ class HEADRIG_OT_cancel_job(bpy.types.Operator):
     local_id: StringProperty(default="", description="Job to cancel; empty: the newest running one")
 
     def execute(self, context):
-        reg = _registry(self)
+        reg = registry_or_report(self)
         if reg is None:
             return {"CANCELLED"}
         key = self.local_id or next((k for k, e in reversed(list(reg.jobs.items())) if e.active), "")
@@ -279,7 +297,7 @@ class HEADRIG_OT_clear_jobs(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        reg = _registry(self)
+        reg = registry_or_report(self)
         if reg is None:
             return {"CANCELLED"}
         reg.clear_finished()
@@ -319,64 +337,5 @@ class HEADRIG_OT_import_bundle(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
 
-class HEADRIG_OT_start_backend(bpy.types.Operator):
-    """Start `python -m backend serve` on this machine, at the server address in the preferences"""
-
-    bl_idname = "headrig.start_backend"
-    bl_label = "Start local backend"
-    bl_options = {"REGISTER"}
-
-    def execute(self, context):
-        reg = _registry(self)
-        if reg is None:
-            return {"CANCELLED"}
-        prefs = preferences.get_prefs(context)
-        address = prefs.server_address.strip() or preferences.DEFAULT_ADDRESS
-        if reg.backend is not None and reg.backend.poll() is None:
-            self.report({"WARNING"}, f"A local backend is already running (pid {reg.backend.pid}) on {reg.backend_address}")
-            return {"CANCELLED"}
-        if not address.startswith("tcp://") or not preferences.is_loopback(address):
-            self.report({"ERROR"}, f"A local backend listens on loopback only; set the server to tcp://127.0.0.1:PORT, not {address}")
-            return {"CANCELLED"}
-        if not prefs.python_path.strip():
-            self.report({"ERROR"}, "Set the backend's Python in the HeadRig preferences (e.g. /path/to/headrig/.venv/bin/python)")
-            return {"CANCELLED"}
-        python = preferences.resolve_python(prefs.python_path)
-        if python is None:
-            self.report({"ERROR"}, f"Python not found: {prefs.python_path} is not an executable file; fix it in the HeadRig preferences")
-            return {"CANCELLED"}
-        data_dir = bpy.path.abspath(prefs.data_dir).strip() if prefs.data_dir else str(preferences.default_data_dir())
-        try:
-            os.makedirs(data_dir, exist_ok=True)
-            cmd = preferences.backend_command(python, address, data_dir)
-            # cwd: the repository when the python lives in its .venv (so `-m backend` resolves either way)
-            venv_root = Path(python).resolve().parent.parent.parent
-            cwd = str(venv_root) if (venv_root / "backend").is_dir() else None
-            reg.backend = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
-            reg.backend_address = address
-        except OSError as exc:
-            self.report({"ERROR"}, f"Could not start {python}: {exc.strerror or exc}")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Started the backend (pid {reg.backend.pid}) on {address}; check the connection in a few seconds")
-        return {"FINISHED"}
-
-
-class HEADRIG_OT_stop_backend(bpy.types.Operator):
-    """Stop the local backend this Blender started"""
-
-    bl_idname = "headrig.stop_backend"
-    bl_label = "Stop local backend"
-    bl_options = {"REGISTER"}
-
-    def execute(self, context):
-        reg = _registry(self)
-        if reg is None or not jobs.stop_backend(reg):
-            self.report({"WARNING"}, "No local backend started by this Blender is running")
-            return {"CANCELLED"}
-        self.report({"INFO"}, "Stopped the local backend")
-        return {"FINISHED"}
-
-
 CLASSES = (HEADRIG_OT_check_connection, HEADRIG_OT_add_photos, HEADRIG_OT_remove_photo, HEADRIG_OT_clear_photos,
-           HEADRIG_OT_build_head, HEADRIG_OT_cancel_job, HEADRIG_OT_clear_jobs, HEADRIG_OT_import_bundle,
-           HEADRIG_OT_start_backend, HEADRIG_OT_stop_backend)
+           HEADRIG_OT_build_head, HEADRIG_OT_cancel_job, HEADRIG_OT_clear_jobs, HEADRIG_OT_import_bundle)

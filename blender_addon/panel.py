@@ -1,10 +1,11 @@
-"""The VIEW3D sidebar tab "HeadRig": connection, build, jobs, import."""
+"""The VIEW3D sidebar tab "HeadRig": connection, build, jobs, performance (retarget, Live Link), import."""
 
 from __future__ import annotations
 
 import bpy
 
 from . import jobs, preferences
+from .operators_animation import draw_performance
 
 _STATE_ICON = {"done": "CHECKMARK", "failed": "ERROR", "error": "ERROR", "cancelled": "CANCEL"}
 
@@ -19,6 +20,19 @@ def _progress(layout, factor: float, text: str) -> None:
         layout.progress(factor=factor, type="BAR", text=text)
     else:
         layout.label(text=f"{text} ({round(100 * factor)}%)")
+
+
+def _job_rows(box, entries) -> None:
+    for entry in reversed(entries[-8:]):
+        col = box.column(align=True)
+        if entry.active:
+            _progress(col, entry.fraction, f"{entry.label}: {entry.stage or entry.state}")
+            op = col.operator("headrig.cancel_job", text="Cancel", icon="CANCEL")
+            op.local_id = entry.local_id
+        else:
+            col.label(text=f"{entry.label}: {entry.state}", icon=_STATE_ICON.get(entry.state, "DOT"))
+        if entry.message:
+            col.label(text=entry.message)
 
 
 class HEADRIG_PT_main(bpy.types.Panel):
@@ -46,7 +60,7 @@ class HEADRIG_PT_main(bpy.types.Panel):
         row.operator("headrig.start_backend", text="Start local backend", icon="PLAY")
 
         box = layout.box()
-        box.label(text="Build head", icon="USER")
+        box.label(text="Build head (photos or one video)", icon="USER")
         row = box.row()
         row.template_list("HEADRIG_UL_photos", "", scene, "photos", scene, "photo_index", rows=3)
         col = row.column(align=True)
@@ -60,23 +74,17 @@ class HEADRIG_PT_main(bpy.types.Panel):
             _progress(box, wm.progress, wm.progress_text)
             box.operator("headrig.cancel_job", icon="CANCEL")
 
+        entries = list(reg.jobs.values()) if reg else []
+        builds = [e for e in entries if e.kind != "retarget"]
         box = layout.box()
         box.label(text="Jobs", icon="SORTTIME")
-        entries = list(reg.jobs.values()) if reg else []
-        if not entries:
+        if not builds:
             box.label(text="No jobs yet")
-        for entry in reversed(entries[-8:]):
-            col = box.column(align=True)
-            if entry.active:
-                _progress(col, entry.fraction, f"{entry.label}: {entry.stage or entry.state}")
-                op = col.operator("headrig.cancel_job", text="Cancel", icon="CANCEL")
-                op.local_id = entry.local_id
-            else:
-                col.label(text=f"{entry.label}: {entry.state}", icon=_STATE_ICON.get(entry.state, "DOT"))
-            if entry.message:
-                col.label(text=entry.message)
+        _job_rows(box, builds)
         if any(not e.active for e in entries):
             box.operator("headrig.clear_jobs", icon="TRASH")
+
+        _job_rows(draw_performance(layout, context), [e for e in entries if e.kind == "retarget"])
 
         layout.operator("headrig.import_bundle", icon="IMPORT")
 

@@ -93,8 +93,10 @@ class InputFit(_Record):
     landmark_rmse_px: float
     landmark_rmse_iod: float  # RMSE as a fraction of the inter-ocular distance
     camera: CameraIntrinsics
+    frame: int | None = None  # the frame number when the input is a video
 
-    _checks = {"input_index": _int, "rotation": lambda v, w: _floats(v, w, 3),
+    _optional = frozenset({"frame"})
+    _checks = {"input_index": _int, "frame": lambda v, w: None if v is None else _int(v, w), "rotation": lambda v, w: _floats(v, w, 3),
                "translation": lambda v, w: _floats(v, w, 3), "expression": _weights,
                "landmark_rmse_px": lambda v, w: _float(v, w, 0.0),
                "landmark_rmse_iod": lambda v, w: _float(v, w, 0.0),

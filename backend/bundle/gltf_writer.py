@@ -39,6 +39,7 @@ from backend import __version__
 from backend.bundle.procedural_textures import (  # noqa: F401  (re-exported: importable from here too)
     EYE_TEXTURE_SIZE, IRIS_UV_RADIUS, LASH_BANDS, PUPIL_UV_RADIUS, _linear_to_srgb, eye_texture_png, lash_texture_png,
 )
+from backend.bundle.gltf_animation import NodeAnimation, add_node_animation
 from backend.headmodel.asset import HeadModelAsset
 from backend.texture_layout import SKIN_MATERIALS, atlas_uv
 
@@ -259,6 +260,7 @@ def build_head_glb(
     colours: dict[str, tuple[float, float, float, float]] | None = None,
     *,
     sparse_targets: bool = True,
+    animation: NodeAnimation | None = None,
 ) -> bytes:
     """The head as GLB bytes.
 
@@ -271,6 +273,7 @@ def build_head_glb(
             over ``DEFAULT_STYLES``; for skin it multiplies the texture, the sclera and iris
             colours are painted into the eyeball texture, the lash colour into the strands.
         sparse_targets: write morph targets as sparse accessors (smaller; see the module notes).
+        animation: optional clip of morph weights and head motion on the head node.
     """
     vertices_cm = np.asarray(vertices_cm)
     if vertices_cm.shape != (asset.n_vertices, 3) or not np.isfinite(vertices_cm).all():
@@ -334,6 +337,8 @@ def build_head_glb(
                                extras={"targetNames": names}))
     gltf.nodes.append(gl.Node(name=MESH_NAME, mesh=0))
     gltf.scenes.append(gl.Scene(name="HeadRig", nodes=[0]))
+    if animation is not None:
+        add_node_animation(gltf, binary, 0, animation)
     blob = binary.blob()
     gltf.buffers.append(gl.Buffer(byteLength=len(blob)))
     gltf.set_binary_blob(blob)

@@ -151,25 +151,35 @@ def skin_likelihood(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def bake_texture(texels: TexelMap, views: list[PhotoView], skin_gated: np.ndarray | None = None,
-                 skin_reference: np.ndarray | None = None, min_cos: float = 0.2) -> tuple[np.ndarray, float]:
-    """Blend all views into the atlas.
+                 skin_reference: np.ndarray | None = None, min_cos: float = 0.2,
+                 best_view_power: float = 0.0) -> tuple[np.ndarray, float]:
+    """Blend all views into the atlas, each texel weighted by how squarely it faces each view.
 
     Args:
         skin_gated: [N] bool texels (neck, ears, scalp) that take colour only where it looks like
             skin, so clothing and background never land on the neck; None for no gate.
         skin_reference: [N] bool texels whose colours define "skin" (the central face).
+        best_view_power: 0 blends views by cos^2 of the view angle (a few photos). Above 0 each
+            weight is also scaled by (cos / best cos of any view)^power, so a video's many frames
+            give each texel the colour of the frames facing it best, while still feathering where
+            the best frame changes (no seams). Only the best cos is taken per vertex, ignoring
+            occlusion: cheap, and occluded views only lower a texel's weights a little.
     Returns:
         texture: [H, W, 3] uint8 atlas; coverage: fraction of skin texels seen by some photo.
     """
     n = len(texels.pixel)
     colour_sum = np.zeros((n, 3), np.float32)
     weight_sum = np.zeros(n, np.float32)
+    best_cos = None
+    if best_view_power > 0:
+        vertex_best = np.max([_vertex_cos(v) for v in views], axis=0)
+        best_cos = np.maximum((vertex_best[texels.corners] * texels.bary).sum(1), 1e-3)
     for view in views:
         # Facing test per vertex first: only texels that may face the camera are positioned,
         # projected and depth-tested (about a third of them for a frontal photo). Back-facing
         # skin never occludes front-facing skin of a closed head, so it can be left out.
         verts = view.verts_cam.astype(np.float32)
-        vcos = -(view.normals_cam * verts).sum(1) / (np.linalg.norm(verts, axis=1) + 1e-9)
+        vcos = _vertex_cos(view)
         cos = (vcos[texels.corners] * texels.bary).sum(1)
         idx = np.nonzero(cos > min_cos)[0]
         corners, bary = texels.corners[idx], texels.bary[idx]
@@ -180,6 +190,8 @@ def bake_texture(texels: TexelMap, views: list[PhotoView], skin_gated: np.ndarra
         # Squared cosine favours frontal views where several photos overlap; the mask keeps
         # background and clothing out of the skin.
         w = c**2 * sample_bilinear(view.mask, xy)[:, 0]
+        if best_cos is not None:
+            w *= np.clip(c / best_cos[idx], 0, 1) ** best_view_power
         sampled = sample_bilinear(view.rgb, xy)
         if skin_gated is not None and skin_reference is not None and skin_reference[idx].any():
             gate = skin_gated[idx]
@@ -197,6 +209,12 @@ def bake_texture(texels: TexelMap, views: list[PhotoView], skin_gated: np.ndarra
     weight[texels.pixel[seen]] = 1.0
     filled = pull_push_fill(colour.reshape(height, width, 3), weight.reshape(height, width))
     return np.clip(filled + 0.5, 0, 255).astype(np.uint8), float(seen.mean())
+
+
+def _vertex_cos(view: PhotoView) -> np.ndarray:
+    """[V] cosine between each vertex normal and its direction to the camera."""
+    verts = view.verts_cam.astype(np.float32)
+    return -(view.normals_cam * verts).sum(1) / (np.linalg.norm(verts, axis=1) + 1e-9)
 
 
 def pull_push_fill(colour: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from backend.fitting.contour import ContourCandidates, build_contour_candidates, select_silhouette
-from backend.fitting.optim import Adam
-from backend.fitting.geometry import axis_angle_to_matrix, matrix_to_axis_angle, project, umeyama
+from backend.fitting.contour import ContourCandidates, build_contour_candidates
+from backend.fitting.landmark_solve import Solved, SolveSpec, solve_landmarks
+from backend.fitting.geometry import axis_angle_to_matrix, matrix_to_axis_angle, umeyama
 from backend.headmodel.asset import HeadModelAsset
 from backend.headmodel.torch_model import MorphableModel
 from backend.landmarks.correspondence import LandmarkCorrespondence
@@ -123,13 +123,18 @@ class LandmarkFitter:
         self.weights = torch.tensor(weights)
         self.rigid_ids = np.setdiff1d(np.arange(468), self.contour.landmark)
 
-    def initial_pose(self, obs: Observation, focal: float) -> tuple[np.ndarray, np.ndarray]:
+    def initial_pose(self, obs: Observation, focal: float, identity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rotation (axis-angle) and translation (cm) from MediaPipe's 3D landmarks.
 
         MediaPipe's (x, y, z) are pixels in OpenCV-like axes under weak perspective, so a
-        similarity from the mean face's landmark points gives the rotation and the pixel scale;
-        depth follows from scale = focal / depth."""
-        model_pts = self.points_model.mean.numpy()[self.rigid_ids].astype(np.float64)
+        similarity from the (mean or given) face's landmark points gives the rotation and the pixel
+        scale; depth follows from scale = focal / depth."""
+        if identity is None:
+            model_pts = self.points_model.mean.numpy()
+        else:
+            ident = torch.tensor(identity, dtype=torch.float32)[None]
+            model_pts = self.points_model.shape(ident, torch.zeros(1, self.asset.n_expressions))[0].numpy()
+        model_pts = model_pts[self.rigid_ids].astype(np.float64)
         scale, rot, _ = umeyama(model_pts, obs.points[self.rigid_ids].astype(np.float64))
         depth = focal / scale
         centre_px = obs.points[self.rigid_ids, :2].mean(0)
@@ -142,120 +147,43 @@ class LandmarkFitter:
 
     def fit(self, observations: list[Observation], init_identity: np.ndarray | None = None) -> FitResult:
         """Fit one identity and per-photo pose and expression to the observations' landmarks."""
+        cfg = self.config
+        f0 = cfg.initial_focal_factor * max(max(o.width, o.height) for o in observations)
+        spec = SolveSpec(focal=f0, identity=init_identity, optimise_identity=True, optimise_focal=True,
+                         rigid_steps=cfg.rigid_steps, steps=cfg.steps, lr=cfg.lr)
+        solved = self.solve(observations, spec)
+        photos = self.photo_fits(observations, solved)
+        ident = solved.identity.astype(np.float64)
+        return FitResult(ident, photos, float(np.mean(ident**2)), solved.history)
+
+    def photo_fits(self, observations: list[Observation], solved: Solved) -> list[PhotoFit]:
+        """One PhotoFit per observation from a solution, with its landmark errors."""
+        photos = []
+        for i, obs in enumerate(observations):
+            res = np.linalg.norm(solved.projected[i] - obs.points[:, :2], axis=1)
+            rmse = float(np.sqrt(np.mean(res[:468] ** 2)))
+            contour_rmse = float(np.sqrt(np.mean(res[self.contour.landmark] ** 2)))
+            photos.append(PhotoFit(
+                rotation=matrix_to_axis_angle(solved.rotations[i]),
+                translation=solved.translations[i],
+                expression=solved.expressions[i],
+                focal=solved.focal,
+                principal=(obs.width / 2, obs.height / 2),
+                projected=solved.projected[i],
+                landmark_rmse_px=rmse,
+                landmark_rmse_iod=rmse / max(obs.interocular_px, 1.0),
+                contour_rmse_iod=contour_rmse / max(obs.interocular_px, 1.0),
+            ))
+        return photos
+
+    def solve(self, observations: list[Observation], spec: SolveSpec) -> Solved:
+        """Minimise the landmark objective for ``spec`` (photo fits and video tracking share it)."""
         # Hundreds of tiny matmuls: extra intra-op threads only spin, and with MediaPipe's or
         # Blender's threads alive they made each fit 10x slower (measured 2 s -> 21-37 s).
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._fit(observations, init_identity)
+            return solve_landmarks(self, observations, spec)
         finally:
             torch.set_num_threads(threads)
 
-    def _fit(self, observations: list[Observation], init_identity: np.ndarray | None) -> FitResult:
-        cfg = self.config
-        n = len(observations)
-        target = torch.tensor(np.stack([o.points[:, :2] for o in observations]), dtype=torch.float32)  # [N, P, 2]
-        rigid = torch.as_tensor(self.rigid_ids)
-        depth_target = torch.tensor(np.stack([o.points[self.rigid_ids, 2] for o in observations]), dtype=torch.float32)
-        depth_target = depth_target - depth_target.mean(1, keepdim=True)  # [N, R] pixels, relative
-        iod = torch.tensor([max(o.interocular_px, 1.0) for o in observations])[:, None]  # [N, 1]
-        principal = torch.tensor([[o.width / 2, o.height / 2] for o in observations], dtype=torch.float32)
-        f0 = cfg.initial_focal_factor * max(max(o.width, o.height) for o in observations)
-        poses = [self.initial_pose(o, f0) for o in observations]
-
-        log_focal = torch.tensor([np.log(f0)], dtype=torch.float32, requires_grad=True)
-        # Rotation = R(delta) @ R0: optimising a small delta avoids axis-angle's singularity at
-        # 180 degrees, where every photo starts (model y up, camera y down).
-        base_rot = axis_angle_to_matrix(torch.tensor(np.stack([p[0] for p in poses]), dtype=torch.float32))
-        delta_rot = torch.zeros(n, 3, requires_grad=True)
-        # Translation as (x/z, y/z, log z): image-plane offsets and depth are then equally scaled.
-        trans0 = np.stack([p[1] for p in poses])
-        offset = torch.tensor(trans0[:, :2] / trans0[:, 2:], dtype=torch.float32, requires_grad=True)
-        log_depth = torch.tensor(np.log(trans0[:, 2]), dtype=torch.float32, requires_grad=True)
-        identity = torch.tensor(
-            np.zeros(self.asset.n_identity) if init_identity is None else init_identity, dtype=torch.float32
-        )[None].clone().requires_grad_(True)
-        expression = torch.zeros(n, self.asset.n_expressions, requires_grad=True)
-        k, m = self.contour.vertices.shape
-        chosen = torch.zeros(n, k, dtype=torch.long)
-        depth_px = torch.zeros_like(depth_target)
-
-        def translation() -> torch.Tensor:
-            z = log_depth.exp()[:, None]
-            return torch.cat([offset * z, z], dim=1)
-
-        def rotation_matrix() -> torch.Tensor:
-            return axis_angle_to_matrix(delta_rot) @ base_rot
-
-        def posed(model: MorphableModel) -> torch.Tensor:
-            pts = model.shape(identity.expand(n, -1), expression)
-            return pts @ rotation_matrix().transpose(-1, -2) + translation()[:, None, :]
-
-        def predict(update_contour: bool) -> torch.Tensor:
-            nonlocal chosen, depth_px
-            focal = log_focal.exp().expand(n)
-            cam = posed(self.points_model)
-            z = cam[:, rigid, 2]
-            depth_px = (z - z.mean(1, keepdim=True)) * focal[:, None] / z.mean(1, keepdim=True)
-            pts = project(cam, focal, principal)
-            cand = project(posed(self.contour_model), focal, principal).reshape(n, k, m, 2)
-            if update_contour:
-                with torch.no_grad():
-                    chosen = select_silhouette(cand, pts[:, self.rigid_ids].mean(1))
-            picked = torch.gather(cand, 2, chosen[:, :, None, None].expand(n, k, 1, 2))[:, :, 0]
-            return pts.index_copy(1, torch.as_tensor(self.contour.landmark), picked)
-
-        def data_term(pred: torch.Tensor) -> torch.Tensor:
-            err = (pred - target).norm(dim=-1) / iod  # [N, P] in inter-ocular units
-            rho = torch.sqrt(err**2 + cfg.robust_scale**2) - cfg.robust_scale
-            term = (rho * self.weights).sum(1).mean() / self.weights.sum()
-            if cfg.depth_weight:
-                derr = (depth_px - depth_target).abs() / iod
-                term = term + cfg.depth_weight * (torch.sqrt(derr**2 + cfg.robust_scale**2) - cfg.robust_scale).mean()
-            return term
-
-        history: list[float] = []
-        stages = [
-            (cfg.rigid_steps, [delta_rot, offset, log_depth, log_focal]),
-            (cfg.steps, [delta_rot, offset, log_depth, log_focal, identity, expression]),
-        ]
-        for steps, params in stages:
-            opt = Adam(params, lr=cfg.lr, steps=steps)
-            for step in range(steps):
-                opt.zero_grad()
-                pred = predict(update_contour=step % cfg.contour_every == 0)
-                loss = (
-                    data_term(pred)
-                    + cfg.identity_prior * identity.square().sum()
-                    + cfg.expression_l1 * expression.sum() / n
-                    + cfg.focal_prior * (log_focal[0] - np.log(f0)) ** 2
-                )
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    expression.clamp_(0.0, 1.0)
-                history.append(float(loss.detach()))
-
-        with torch.no_grad():
-            pred = predict(update_contour=True).numpy()
-            trans = translation().numpy()
-            rots = rotation_matrix().numpy().astype(np.float64)
-        focal = float(log_focal.detach().exp())
-        photos = []
-        for i, obs in enumerate(observations):
-            res = np.linalg.norm(pred[i] - obs.points[:, :2], axis=1)
-            rmse = float(np.sqrt(np.mean(res[:468] ** 2)))
-            contour_rmse = float(np.sqrt(np.mean(res[self.contour.landmark] ** 2)))
-            photos.append(PhotoFit(
-                rotation=matrix_to_axis_angle(rots[i]),
-                translation=trans[i].astype(np.float64),
-                expression=expression[i].detach().numpy().astype(np.float64),
-                focal=focal,
-                principal=(obs.width / 2, obs.height / 2),
-                projected=pred[i],
-                landmark_rmse_px=rmse,
-                landmark_rmse_iod=rmse / max(obs.interocular_px, 1.0),
-                contour_rmse_iod=contour_rmse / max(obs.interocular_px, 1.0),
-            ))
-        ident = identity[0].detach().numpy().astype(np.float64)
-        return FitResult(ident, photos, float(np.mean(ident**2)), history)

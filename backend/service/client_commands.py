@@ -44,6 +44,16 @@ def register(subparsers) -> None:
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(client_func=cmd_reconstruct)
 
+    ret = common(sub.add_parser("retarget", help="track a driving video on the server; fetch its keyframes"))
+    ret.add_argument("video", help="the driving video")
+    ret.add_argument("-o", "--output", required=True, help="animation folder to create (animation.json, livelink.csv)")
+    ret.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    ret.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    from backend.video_commands import add_calibration_options
+
+    add_calibration_options(ret)
+    ret.set_defaults(client_func=cmd_retarget)
+
     probe = common(sub.add_parser("probe", help="health check: the server hashes the files (and waits --seconds)"))
     probe.add_argument("files", nargs="+", help="files to send")
     probe.add_argument("--seconds", type=float, default=0.0, help="make the probe job run this long (progress events)")
@@ -169,6 +179,28 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         print(bundle_summary(read_bundle(bundle, verify_hashes=True)))
     except Exception as exc:  # the bundle is there (verified by sha256); the summary is a courtesy
         print(f"  note: could not summarise the bundle ({exc})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_retarget(args: argparse.Namespace) -> int:
+    from backend.errors import InputError
+    from backend.video_commands import retarget_config
+
+    problem = _check_files([args.video])
+    out = Path(args.output)
+    if problem is None and out.exists() and not args.force:
+        problem = f"{out}: output folder already exists; choose another -o or pass --force to replace it"
+    try:
+        params = retarget_config(args).to_dict() if problem is None else {}
+    except InputError as exc:
+        problem = exc.one_line()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with _client(args) as client:
+        job = _run_job(client, "retarget", params, [args.video], args.quiet, "retarget")
+        folder = client.fetch(job, out, force=args.force)
+    print(f"Animation: {folder.resolve()} (animation.json, livelink.csv)")
     return EXIT_OK
 
 

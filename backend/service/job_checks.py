@@ -15,6 +15,7 @@ import json
 import re
 from pathlib import Path
 
+from shared.animation import ANIMATION_FILE, read_animation
 from shared.bundle import BundleError, fsync_dir, read_bundle, sha256_file  # noqa: F401 (fsync_dir re-exported)
 
 MAX_NAME = 128          # characters in an input file name
@@ -61,7 +62,8 @@ def trusted_result_files(kind: str, folder: Path) -> list[dict] | None:
     """The files of a result folder if it is complete and valid for ``kind``, else None.
 
     A reconstruct result must be a head bundle that ``read_bundle`` accepts (head.json present, every
-    listed file's size and sha256 right); a probe result must have a readable ``probe.json``.
+    listed file's size and sha256 right); a retarget result an ``animation.json`` that
+    ``read_animation`` accepts; a probe result must have a readable ``probe.json``.
     Unknown kinds are never trusted: no validator, no trust.
     """
     folder = Path(folder)
@@ -70,6 +72,8 @@ def trusted_result_files(kind: str, folder: Path) -> list[dict] | None:
     try:
         if kind == "reconstruct":
             read_bundle(folder, verify_hashes=True)
+        elif kind == "retarget":
+            read_animation(folder / ANIMATION_FILE)
         elif kind == "probe":
             if not isinstance(json.loads((folder / "probe.json").read_text(encoding="utf-8")), dict):
                 return None

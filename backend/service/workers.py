@@ -35,11 +35,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backend.errors import InputError
+from shared.media import is_video_path
 from backend.service.jobstore import INTERRUPTED, describe_files, fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
-KINDS = ("probe", "reconstruct")
+KINDS = ("probe", "reconstruct", "retarget")
 TERM_GRACE_S = 0.5      # SIGTERM, then SIGKILL after this
 MAX_MESSAGE = 1000      # characters of a failure message
 MAX_PROBE_SECONDS = 3600
@@ -343,18 +344,48 @@ def run_probe(runner: Runner, job_id: str, params: dict, inputs: list[Path], res
 
 
 def run_reconstruct(runner: Runner, job_id: str, params: dict, inputs: list[Path], result_dir: Path) -> list[dict]:
-    """Photos -> head bundle in ``result_dir`` (written atomically by ``write_bundle``)."""
+    """Photos, or one video, -> head bundle in ``result_dir`` (written atomically by ``write_bundle``)."""
     if params:
         raise JobFailed("bad_params", f"reconstruct: takes no params yet; got {', '.join(sorted(params))}")
     rec = runner.reconstructor(job_id)
-    runner.progress(job_id, "started", 0.0, f"{len(inputs)} photo(s)")
-    rec.reconstruct(inputs, result_dir, job_id=job_id,
-                    on_stage=lambda name, done, total: runner.progress(job_id, name, done / max(total, 1), ""))
+    videos = [p for p in inputs if is_video_path(p)]
+    if videos:
+        if len(inputs) != 1:
+            raise JobFailed("mixed_inputs", f"reconstruct: a video must be the only input; got {len(inputs)} files")
+        from backend.video.pipeline import VideoPipeline
+
+        runner.progress(job_id, "started", 0.0, f"video {videos[0].name}")
+        VideoPipeline(rec).reconstruct(videos[0], result_dir, job_id=job_id,
+                                       on_progress=lambda stage, f: runner.progress(job_id, stage, f, ""))
+    else:
+        runner.progress(job_id, "started", 0.0, f"{len(inputs)} photo(s)")
+        rec.reconstruct(inputs, result_dir, job_id=job_id,
+                        on_stage=lambda name, done, total: runner.progress(job_id, name, done / max(total, 1), ""))
     runner.progress(job_id, "finished", 1.0, "")
     return describe_files(result_dir)
 
 
-JOBS = {"probe": run_probe, "reconstruct": run_reconstruct}
+def run_retarget(runner: Runner, job_id: str, params: dict, inputs: list[Path], result_dir: Path) -> list[dict]:
+    """One driving video -> ``animation.json`` + ``livelink.csv`` (params: a RetargetConfig as a dict)."""
+    from backend.retarget import RetargetConfig
+
+    if len(inputs) != 1 or not is_video_path(inputs[0]):
+        raise JobFailed("bad_inputs", f"retarget: takes exactly one video; got {', '.join(p.name for p in inputs) or 'none'}")
+    try:
+        config = RetargetConfig.from_dict(params)
+    except ValueError as exc:
+        raise JobFailed("bad_params", f"retarget: {exc}"[:MAX_MESSAGE]) from None
+    rec = runner.reconstructor(job_id)
+    from backend.video.pipeline import VideoPipeline
+
+    runner.progress(job_id, "started", 0.0, f"video {inputs[0].name}")
+    VideoPipeline(rec).retarget(inputs[0], result_dir, config,
+                                on_progress=lambda stage, f: runner.progress(job_id, stage, f, ""))
+    runner.progress(job_id, "finished", 1.0, "")
+    return describe_files(result_dir)
+
+
+JOBS = {"probe": run_probe, "reconstruct": run_reconstruct, "retarget": run_retarget}
 
 
 def write_result_folder(result_dir: Path, files: dict[str, bytes]) -> None:

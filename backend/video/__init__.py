@@ -1,0 +1,1 @@
+"""Video input: decoding, per-frame landmarks, identity from many frames, tracking, gaze."""

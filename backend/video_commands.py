@@ -1,0 +1,147 @@
+"""CLI for video: ``headrig reconstruct VIDEO`` (via ``cli.cmd_reconstruct``) and ``headrig retarget``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from backend.errors import InputError
+
+EXIT_OK = 0
+
+# Share of the progress bar per stage (landmarks dominate: every frame is decoded and searched).
+_STAGES = {"landmarks": (0, 60), "identity": (60, 65), "tracking": (65, 92), "texture": (92, 98), "gltf": (98, 100),
+           "finished": (100, 100)}
+
+
+class StageBar:
+    """A 0-100 tqdm bar driven by ``(stage, fraction)`` progress calls."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.bar = tqdm(total=100, desc=label, unit="%", disable=not enabled,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        lo, hi = _STAGES.get(stage, (self.bar.n, self.bar.n))
+        target = lo + (hi - lo) * min(max(fraction, 0.0), 1.0)
+        if target > self.bar.n:
+            self.bar.update(target - self.bar.n)
+        self.bar.set_postfix_str(stage, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def reconstruct_video(args: argparse.Namespace, video: Path, out: Path) -> int:
+    from backend.reconstruct import ReconstructOptions, Reconstructor
+    from backend.video.pipeline import VideoPipeline
+
+    with Reconstructor(ReconstructOptions(progress=not args.quiet)) as rec:
+        pipeline = VideoPipeline(rec)
+        pipeline.options.limits.max_seconds = args.max_seconds
+        bar = StageBar("Reconstructing from video", not args.quiet)
+        try:
+            result = pipeline.reconstruct(video, out, force=args.force, on_progress=bar)
+        finally:
+            bar.close()
+    track, clip = result.track, result.clip
+    print(f"Head bundle: {result.bundle_dir.resolve()}")
+    print(f"  {track.n_frames} frames ({clip.duration:.1f} s at {clip.fps:g} fps), identity from {len(track.identity_frames)} "
+          f"frames, tracking error {result.track.landmark_rmse_px[result.track.landmark_rmse_px > 0].mean():.2f} px, "
+          f"{sum(result.timings.values()):.1f} s")
+    for note in clip.notes:
+        print(f"  note: {note}")
+    return EXIT_OK
+
+
+def retarget_config(args: argparse.Namespace):
+    """A RetargetConfig from the command-line options (errors name the option)."""
+    from backend.retarget import RetargetConfig
+
+    def pairs(items: list[str], option: str) -> dict[str, float]:
+        out = {}
+        for item in items or []:
+            key, sep, value = item.partition("=")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise InputError(option, f"expected KEY=NUMBER, got {item!r}", "e.g. --gain jawOpen=1.2", code="bad_option")
+        return out
+
+    neutral = None if args.neutral_frame in (None, "auto") else args.neutral_frame
+    data = {
+        "neutral_frame": None if neutral is None else _int_option(neutral, "--neutral-frame"),
+        "gain": pairs(args.gain, "--gain"), "offset": pairs(args.offset, "--offset"),
+        "one_euro": {"min_cutoff": args.min_cutoff, "beta": args.beta, "d_cutoff": args.d_cutoff},
+        "smoothing": not args.no_smoothing, "head_rotation": not args.no_head_rotation,
+        "head_translation": args.head_translation,
+    }
+    try:
+        return RetargetConfig.from_dict(data)
+    except ValueError as exc:
+        raise InputError("(options)", str(exc), "see 'headrig retarget --help'", code="bad_option") from None
+
+
+def _int_option(value: str, option: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(option, f"expected a frame number or 'auto', got {value!r}", "", code="bad_option") from None
+
+
+def cmd_retarget(args: argparse.Namespace) -> int:
+    from backend.reconstruct import ReconstructOptions, Reconstructor
+    from backend.video.pipeline import VideoPipeline
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        print(f"{out}: output folder already exists; choose another -o or pass --force to replace it", file=sys.stderr)
+        return 2
+    config = retarget_config(args)
+    with Reconstructor(ReconstructOptions(progress=not args.quiet)) as rec:
+        pipeline = VideoPipeline(rec)
+        pipeline.options.limits.max_seconds = args.max_seconds
+        bar = StageBar("Tracking the driving video", not args.quiet)
+        try:
+            result = pipeline.retarget(Path(args.video), out, config, head_dir=Path(args.head), force=args.force,
+                                       on_progress=bar)
+        finally:
+            bar.close()
+    clip = result.clip
+    print(f"Animation: {out.resolve()} (animation.json, livelink.csv)")
+    print(f"  {clip.frame_count} frames at {clip.fps:g} fps for {clip.target.get('name', 'the head')}; "
+          f"neutral frame {clip.calibration.get('neutral_frame_used', clip.calibration.get('neutral_frame'))}")
+    for note in clip.notes:
+        print(f"  note: {note}")
+    return EXIT_OK
+
+
+def add_calibration_options(parser: argparse.ArgumentParser) -> None:
+    """The retarget calibration and smoothing options (``headrig retarget`` and ``headrig client retarget``)."""
+    parser.add_argument("--neutral-frame", default="auto", help="frame number of the actor's neutral face, or 'auto' (default)")
+    parser.add_argument("--gain", action="append", metavar="KEY=G", help="per-shape-key gain, e.g. jawOpen=1.2 (repeatable)")
+    parser.add_argument("--offset", action="append", metavar="KEY=O", help="per-shape-key offset (repeatable)")
+    parser.add_argument("--min-cutoff", type=float, default=1.0, help="One Euro filter: minimum cutoff in Hz (lower = smoother)")
+    parser.add_argument("--beta", type=float, default=0.3, help="One Euro filter: speed coefficient (higher = less lag)")
+    parser.add_argument("--d-cutoff", type=float, default=1.0, help="One Euro filter: derivative cutoff in Hz")
+    parser.add_argument("--no-smoothing", action="store_true", help="do not filter the curves")
+    parser.add_argument("--no-head-rotation", action="store_true", help="do not transfer the head's rotation")
+    parser.add_argument("--head-translation", action="store_true", help="also transfer the head's translation")
+
+
+def register(sub) -> None:
+    """Add ``retarget`` to the ``headrig`` sub-commands."""
+    ret = sub.add_parser("retarget", help="track a driving video and write its performance as keyframes for a head")
+    ret.add_argument("video", help="the driving video (the actor's performance)")
+    ret.add_argument("--head", required=True, help="the target head bundle folder (from 'headrig reconstruct')")
+    ret.add_argument("-o", "--output", required=True, help="animation folder to create (animation.json, livelink.csv)")
+    add_calibration_options(ret)
+    ret.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer clips (default 600)")
+    ret.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    ret.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ret.set_defaults(func=cmd_retarget)

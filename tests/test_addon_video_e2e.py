@@ -1,0 +1,137 @@
+"""Video end to end through the add-on's operators: real bpy, a real `headrig serve` on loopback.
+
+Build a head from one video (``d3.mp4``): the imported head plays the tracked performance (one
+shape-key Action over every frame, one head-motion Action on the root, the scene at the clip's fps
+and length). Then "Retarget video" drives that head with another actor's video (``d6.mp4``): a new
+Action is applied and the first one is kept. As in ``test_addon_e2e.py`` the tests call the add-on's
+timer function (``jobs.drain``) themselves, since headless bpy has no event loop.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib
+import time
+
+import pytest
+
+from shared.animation import read_animation
+from tests.conftest import MEDIA, require_shared
+from tests.test_addon_animation import addon  # noqa: F401  (fixture: the built add-on, registered)
+from tests.test_addon_e2e import server  # noqa: F401  (fixture: `headrig serve` on a free loopback port)
+
+bpy = pytest.importorskip("bpy")
+
+
+def _backend_kinds() -> set:
+    from backend.service.workers import JOBS
+
+    return set(JOBS)
+
+
+pytestmark = [
+    pytest.mark.blender, pytest.mark.slow,
+    pytest.mark.skipif("retarget" not in _backend_kinds(),
+                       reason="the backend has no video support yet: backend.service.workers.JOBS lacks 'retarget'"),
+]
+
+VIDEOS = MEDIA / "video"
+BUILD_VIDEO, DRIVING_VIDEO = VIDEOS / "d3.mp4", VIDEOS / "d6.mp4"
+
+
+@pytest.fixture(autouse=True)
+def _hard_timeout():
+    faulthandler.dump_traceback_later(1200, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _results(addon, tmp_path_factory):
+    """Sample videos present; fetched results in a temporary folder, not the user's cache."""
+    require_shared()
+    if not (BUILD_VIDEO.is_file() and DRIVING_VIDEO.is_file()):
+        pytest.skip(f"sample media missing: {BUILD_VIDEO}, {DRIVING_VIDEO}")
+    importlib.import_module("headrig.jobs").registry().results_dir = tmp_path_factory.mktemp("results")
+
+
+def _jobs():
+    return importlib.import_module("headrig.jobs")
+
+
+def _run(entry, deadline_s: float) -> None:
+    """Call the timer as Blender would until the job ends."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        assert _jobs().drain() > 0
+        if not entry.active:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{entry.label} not done within {deadline_s} s: {vars(entry)}")
+
+
+def _new_entry(operator, **kwargs):
+    reg = _jobs().registry()
+    before = set(reg.jobs)
+    assert operator(**kwargs) == {"FINISHED"}
+    (key,) = set(reg.jobs) - before
+    return reg.jobs[key]
+
+
+def _keyed_frames(action) -> set[float]:
+    frames = set()
+    for layer in action.layers:
+        for strip in layer.strips:
+            for bag in strip.channelbags:
+                for curve in bag.fcurves:
+                    frames |= {k.co[0] for k in curve.keyframe_points}
+    return frames
+
+
+def test_build_head_from_video(addon, server):
+    prefs = importlib.import_module("headrig.preferences").get_prefs(bpy.context)
+    prefs.server_address, prefs.timeout_s = server.address, 10.0
+    bpy.ops.headrig.clear_photos()
+    assert bpy.ops.headrig.add_photos(filepath=str(BUILD_VIDEO)) == {"FINISHED"}
+    entry = _new_entry(bpy.ops.headrig.build_head)
+    _run(entry, 1100)
+    assert entry.state == "done", entry.message
+    head = bpy.data.objects[entry.object_name]
+    assert head.name == "d3_head" and head.parent.name == "d3_root"
+    clip = read_animation(entry.bundle_path)
+    scene = bpy.context.scene
+    assert scene.render.fps / scene.render.fps_base == pytest.approx(clip.fps) and round(clip.fps) == 30
+    last = scene.frame_start + round(clip.times[-1] * clip.fps)
+    assert scene.frame_end == last
+    shapes, motion = head.data.shape_keys.animation_data.action, head.parent.animation_data.action
+    assert (shapes.name, motion.name) == ("d3", "d3 (head)")
+    assert len(_keyed_frames(shapes)) == clip.frame_count
+    assert min(_keyed_frames(shapes)) == scene.frame_start and max(_keyed_frames(shapes)) == pytest.approx(last, abs=0.5)
+    assert sorted(a.name for a in bpy.data.actions) == ["d3", "d3 (head)"]  # nothing left of the glTF import
+    assert head.animation_data is None or head.animation_data.action is None
+
+
+def test_retarget_video_onto_the_head(addon, server):
+    head = bpy.data.objects.get("d3_head")
+    if head is None:
+        pytest.skip("needs the head built by test_build_head_from_video")
+    bpy.context.view_layer.objects.active = head
+    entry = _new_entry(bpy.ops.headrig.retarget_video, filepath=str(DRIVING_VIDEO))
+    assert entry.kind == "retarget" and entry.apply["target"] == "d3_head"
+    _run(entry, 1100)
+    assert entry.state == "done", entry.message
+    keys = head.data.shape_keys
+    assert keys.animation_data.action.name == "d3 retarget d6"
+    assert head.parent.animation_data.action.name == "d3 retarget d6 (head)"
+    assert bpy.data.actions["d3"].use_fake_user and bpy.data.actions["d3 (head)"].use_fake_user  # the first take
+    clip = read_animation(entry.bundle_path)
+    assert clip.calibration, "a retarget result records its calibration"
+    assert (_jobs().results_dir() / entry.job_id / "livelink.csv").is_file()
+    assert len(_keyed_frames(keys.animation_data.action)) == clip.frame_count
+    scene = bpy.context.scene
+    assert scene.frame_end == scene.frame_start + round(clip.times[-1] * clip.fps)
+    values = []
+    for frame in range(scene.frame_start, scene.frame_end + 1, 5):
+        scene.frame_set(frame)
+        values.append(keys.key_blocks["jawOpen"].value)
+    assert max(values) - min(values) > 0.05, "the jaw never moves in a talking clip"
