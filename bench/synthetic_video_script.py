@@ -7,14 +7,15 @@ into the JSON ground truth. Timeline of a clip of F frames at ``fps``:
 * frames [0, static): the static segment -- neutral face (all weights 0), head still, used to
   measure jitter;
 * frames [static, F): expression events (1-4 keys of the photo bench's ``ACTIVE_POOL`` at a time,
-  peaks 0.3-1.0, eased in and out, at most two events overlapping, the first one opens the jaw),
+  peaks 0.3-1.0, eased in and out, a new one every 0.4-1.2 s, overlapping ones never sharing a key or
+  an exclusive pair, the first one opens the jaw),
   blinks every 1.5-3.5 s, and head motion through random key poses (yaw up to +-30 deg, pitch
   +-15, roll +-8, translation +-1.5 cm sideways, +-3 cm in depth) eased with a quintic
   smootherstep (zero velocity and acceleration at every key pose);
 * gaze: both eyes turn together (yaw +-25 deg, pitch -20..+15) every 0.6-1.5 s in 0.1-0.25 s.
   ICT's ``eyeLook*`` shapes move only the lids, so the renderer also turns the eyeballs
   (``posed_vertices``); the ``eyeLook*`` weights are the gaze angles through ``GAZE_RANGE_DEG``
-  (the inverse of ``backend.video.gaze.gaze_weights`` with its default ``GazeRange``).
+  (the mapping of ``backend.video.gaze.gaze_weights`` with its default ``GazeRange``).
 
 Conventions are the photo bench's (``bench.synthetic``): model cm, Y up, face along +Z;
 ``x_cam = R @ x_model + t`` in OpenCV camera axes; ``R = FACING @ euler_to_matrix(yaw, pitch, roll)``.

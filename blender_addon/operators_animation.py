@@ -36,7 +36,7 @@ def find_head(obj):
 
 def head_label(head) -> str:
     """"d3" for the mesh "d3_head": the name Actions are called after."""
-    return head.name[:-len("_head")] if head.name.endswith("_head") else head.name
+    return head.name.removesuffix("_head")
 
 
 def _input_file(op, raw: str, exts, kind: str) -> str | None:
@@ -88,7 +88,7 @@ class HEADRIG_OT_retarget_video(_HeadOperator, bpy.types.Operator):
                                 description="Set the One Euro filter yourself (off: the server's tuned defaults)")
     min_cutoff: FloatProperty(name="Min cutoff (Hz)", default=1.0, min=0.001, soft_max=10.0,
                               description="One Euro: lower removes more jitter from slow motion, adds lag")
-    beta: FloatProperty(name="Beta", default=0.5, min=0.0, soft_max=10.0,
+    beta: FloatProperty(name="Beta", default=0.3, min=0.0, soft_max=10.0,
                         description="One Euro: higher follows fast motion more closely")
     head_rotation: BoolProperty(name="Transfer head rotation", default=True,
                                 description="Turn the head's root with the actor's head")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import jobs, preferences
+from .operators import VIDEO_EXTS
 from .operators_animation import draw_performance
 
 _STATE_ICON = {"done": "CHECKMARK", "failed": "ERROR", "error": "ERROR", "cancelled": "CANCEL"}
@@ -12,7 +13,8 @@ _STATE_ICON = {"done": "CHECKMARK", "failed": "ERROR", "error": "ERROR", "cancel
 
 class HEADRIG_UL_photos(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
-        layout.label(text=item.name or item.filepath, icon="IMAGE_DATA")
+        video = item.filepath.lower().endswith(VIDEO_EXTS)
+        layout.label(text=item.name or item.filepath, icon="FILE_MOVIE" if video else "IMAGE_DATA")
 
 
 def _progress(layout, factor: float, text: str) -> None:

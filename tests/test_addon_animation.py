@@ -18,14 +18,15 @@ import pytest
 
 import build_addon
 from shared.animation import AnimationClip, euler_ypr_to_quaternion
+from tests import test_addon_render
 from tests.conftest import MEDIA, REPO
-from tests.test_addon_render import bundle_dir  # noqa: F401  (fixture: the d8.jpg photo bundle)
 
 bpy = pytest.importorskip("bpy")
 
 pytestmark = pytest.mark.blender
 
 FPS, N = 30.0, 31  # one second: frame 1 .. 31
+bundle_dir = test_addon_render.bundle_dir  # fixture: the d8.jpg photo bundle (``headrig reconstruct``)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ def test_fractional_fps_and_quaternion_continuity(addon, bundle_dir):
     scene = bpy.context.scene
     assert scene.render.fps == 30 and scene.render.fps / scene.render.fps_base == pytest.approx(30000 / 1001)
     assert summary["frame_end"] == scene.frame_start + 9 == scene.frame_end
-    w = [c for c in _channel_curves(head.parent.animation_data) if c.data_path == "rotation_quaternion"][0]
+    w = next(c for c in _channel_curves(head.parent.animation_data) if c.data_path == "rotation_quaternion")
     values = [k.co[1] for k in w.keyframe_points]
     assert all(v > 0.9 for v in values), values  # one hemisphere: no swing through 360 degrees
     # transfer_head=False leaves the root alone

@@ -16,9 +16,8 @@ import time
 import pytest
 
 from shared.animation import read_animation
+from tests import test_addon_animation, test_addon_e2e
 from tests.conftest import MEDIA, require_shared
-from tests.test_addon_animation import addon  # noqa: F401  (fixture: the built add-on, registered)
-from tests.test_addon_e2e import server  # noqa: F401  (fixture: `headrig serve` on a free loopback port)
 
 bpy = pytest.importorskip("bpy")
 
@@ -34,6 +33,9 @@ pytestmark = [
     pytest.mark.skipif("retarget" not in _backend_kinds(),
                        reason="the backend has no video support yet: backend.service.workers.JOBS lacks 'retarget'"),
 ]
+
+addon = test_addon_animation.addon  # fixture: the built add-on, registered
+server = test_addon_e2e.server  # fixture: `headrig serve` on a free loopback port
 
 VIDEOS = MEDIA / "video"
 BUILD_VIDEO, DRIVING_VIDEO = VIDEOS / "d3.mp4", VIDEOS / "d6.mp4"

@@ -121,7 +121,12 @@ def test_weight_errors_and_report():
 
 
 def test_scripted_performance(asset):
-    from bench.synthetic_video_script import LOOK_KEYS, POSE_LIMITS, clip_spec, look_weights
+    from bench.synthetic_video_script import (
+        LOOK_KEYS,
+        POSE_LIMITS,
+        clip_spec,
+        look_weights,
+    )
 
     spec = clip_spec(asset, seed=500, index=1, textures=["a.png", "b.png"], n_frames=100)
     names = asset.expression_names
@@ -149,7 +154,11 @@ def test_scripted_performance(asset):
 
 
 def test_gaze_turns_the_eyeballs(asset):
-    from bench.synthetic_video_script import gaze_of_weights, look_weights, posed_vertices
+    from bench.synthetic_video_script import (
+        gaze_of_weights,
+        look_weights,
+        posed_vertices,
+    )
 
     names = asset.expression_names
     gaze = np.array([[20.0, -10.0], [-15.0, 12.0]])  # left eye: to the subject's left and down

@@ -145,12 +145,14 @@ class LandmarkFitter:
         ty = (centre_px[1] - cy) * depth / focal - centre_cam[1]
         return matrix_to_axis_angle(rot), np.array([tx, ty, tz])
 
-    def fit(self, observations: list[Observation], init_identity: np.ndarray | None = None) -> FitResult:
-        """Fit one identity and per-photo pose and expression to the observations' landmarks."""
+    def fit(self, observations: list[Observation], init_identity: np.ndarray | None = None,
+            focal_prior: float | None = None) -> FitResult:
+        """Fit one identity and per-photo pose and expression to the observations' landmarks
+        (``focal_prior`` overrides the config's: many video frames need less of it)."""
         cfg = self.config
         f0 = cfg.initial_focal_factor * max(max(o.width, o.height) for o in observations)
         spec = SolveSpec(focal=f0, identity=init_identity, optimise_identity=True, optimise_focal=True,
-                         rigid_steps=cfg.rigid_steps, steps=cfg.steps, lr=cfg.lr)
+                         rigid_steps=cfg.rigid_steps, steps=cfg.steps, lr=cfg.lr, focal_prior=focal_prior)
         solved = self.solve(observations, spec)
         photos = self.photo_fits(observations, solved)
         ident = solved.identity.astype(np.float64)

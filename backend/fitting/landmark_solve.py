@@ -47,6 +47,7 @@ class SolveSpec:
     spacing: np.ndarray | None = None
     expression_free: np.ndarray | None = None  # [E] bool; held weights stay at their start value
     expression_l1: float | None = None  # overrides FitConfig.expression_l1
+    focal_prior: float | None = None    # overrides FitConfig.focal_prior
     point_weights: np.ndarray | None = None  # [478] overrides the fitter's per-landmark weights
 
 
@@ -102,6 +103,7 @@ def solve_landmarks(fitter, observations, spec: SolveSpec) -> Solved:
         ident_in = torch.zeros(1, 0)
     contour_ids = torch.as_tensor(fitter.contour.landmark)
     picked_parts = None  # the chosen silhouette points' model rows, re-gathered when the choice changes
+    rot_now = None
 
     def translation() -> torch.Tensor:
         z = log_depth.exp()[:, None]
@@ -110,11 +112,14 @@ def solve_landmarks(fitter, observations, spec: SolveSpec) -> Solved:
     def rotation_matrix() -> torch.Tensor:
         return axis_angle_to_matrix(delta_rot) @ base_rot
 
-    def to_camera(pts: torch.Tensor) -> torch.Tensor:
-        return pts @ rotation_matrix().transpose(-1, -2) + translation()[:, None, :]
-
     def predict(update_contour: bool) -> torch.Tensor:
-        nonlocal picked_parts, depth_px
+        nonlocal picked_parts, depth_px, rot_now
+        rot_now = rotation_matrix()  # once per step: the temporal term reuses it
+        rot_t, trans = rot_now.transpose(-1, -2), translation()[:, None, :]
+
+        def to_camera(pts: torch.Tensor) -> torch.Tensor:
+            return pts @ rot_t + trans
+
         focal = log_focal.exp().expand(n)
         ids = ident_in.expand(n, -1)
         cam = to_camera(points_model.shape(ids, expression))
@@ -141,6 +146,7 @@ def solve_landmarks(fitter, observations, spec: SolveSpec) -> Solved:
 
     weights = fitter.weights if spec.point_weights is None else torch.tensor(spec.point_weights, dtype=torch.float32)
     expression_l1 = cfg.expression_l1 if spec.expression_l1 is None else spec.expression_l1
+    focal_prior = cfg.focal_prior if spec.focal_prior is None else spec.focal_prior
     history: list[float] = []
     pose_params = [delta_rot, offset, log_depth] + ([log_focal] if spec.optimise_focal else [])
     all_params = pose_params + ([identity] if spec.optimise_identity else []) + [expression]
@@ -156,10 +162,10 @@ def solve_landmarks(fitter, observations, spec: SolveSpec) -> Solved:
                 data_term(pred)
                 + expression_l1 * expression.sum() / n
                 + (cfg.identity_prior * identity.square().sum() if spec.optimise_identity else 0.0)
-                + (cfg.focal_prior * (log_focal[0] - np.log(spec.focal)) ** 2 if spec.optimise_focal else 0.0)
+                + (focal_prior * (log_focal[0] - np.log(spec.focal)) ** 2 if spec.optimise_focal else 0.0)
             )
             if temporal is not None:
-                loss = loss + temporal.penalty(expression, rotation_matrix(), offset, log_depth)
+                loss = loss + temporal.penalty(expression, rot_now, offset, log_depth)
             loss.backward()
             opt.step()
             with torch.no_grad():

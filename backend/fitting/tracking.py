@@ -32,6 +32,7 @@ class TrackConfig:
     in radians), next to a data term in inter-ocular units."""
 
     batch: int = 64
+    first_batch: int = 8  # solved cold (first_* steps); small, since cold steps cost 4x warm ones
     first_rigid_steps: int = 30
     first_steps: int = 120
     rigid_steps: int = 6
@@ -40,10 +41,11 @@ class TrackConfig:
     expression_lr: float = 0.06
     smooth_expression: float = 0.1
     smooth_pose: float = 30.0
-    # Expressions are the point of tracking, so the sparsity prior is weaker than for a photo's
-    # identity fit, and the few landmarks on lids and lips (which carry blinks and speech among
-    # hundreds of mostly rigid points) count more.
-    expression_l1: float = 5e-4
+    # 53 weights are not all identifiable from 478 points: with perfect synthetic landmarks, true
+    # identity and focal, weight error was 0.036 at L1 5e-4 and 0.019 at 2e-3 (the sparsity picks
+    # one of the equivalent mixes); with MediaPipe's landmarks 4e-3 was best. The few landmarks on
+    # lids and lips (blinks and speech among hundreds of mostly rigid points) count more.
+    expression_l1: float = 4e-3
     eye_weight: float = 3.0
     lip_weight: float = 2.0
 
@@ -68,9 +70,12 @@ def track_frames(fitter: LandmarkFitter, observations: list[Observation], frame_
     fits: list[PhotoFit] = []
     anchor = None
     previous_index = None
-    for start in range(0, len(observations), cfg.batch):
-        batch = observations[start:start + cfg.batch]
-        indices = np.asarray(frame_indices[start:start + cfg.batch])
+    starts = [0] + list(range(min(cfg.first_batch, len(observations)), len(observations), cfg.batch))
+    for start, stop in zip(starts, starts[1:] + [len(observations)]):
+        if stop <= start:
+            continue
+        batch = observations[start:stop]
+        indices = np.asarray(frame_indices[start:stop])
         first = anchor is None
         spacing = np.diff(indices, prepend=indices[0] - 1 if previous_index is None else previous_index)
         spec = SolveSpec(

@@ -20,10 +20,11 @@ from backend.errors import InputError
 from backend.fitting.geometry import axis_angle_to_matrix
 from backend.fitting.landmark_fit import FitResult, Observation
 from backend.fitting.tracking import TrackConfig, track_frames
+from backend.retarget.one_euro import OneEuroConfig, one_euro_filter
 from backend.video.decode import DecodeReport, VideoInfo, VideoLimits, hash_file, probe_video, read_frames
 from backend.video.face_track import VideoFaceTracker
 from backend.video.frame_select import frame_features, pick_frames
-from backend.video.gaze import LEFT_IRIS, RIGHT_IRIS, EyeModel, GazeRange, estimate_gaze, gaze_weights
+from backend.video.gaze import LEFT_IRIS, RIGHT_IRIS, EyeModel, GazeRange, estimate_gaze, gaze_weights, lid_blink
 
 _NO_FACE_HINT = "use a clip where one human face is visible, lit and unobstructed for most of its length"
 
@@ -36,7 +37,16 @@ class VideoOptions:
     track: TrackConfig = field(default_factory=TrackConfig)
     max_gap_seconds: float = 0.5     # longer runs of frames without a face are reported as gaps
     min_face_fraction: float = 0.2   # fewer frames with a face than this is an error
+    focal_prior: float = 0.05        # see FitConfig.focal_prior
+    # Each key's rest level over the clip (this quantile of its weights) is taken as 0: landmark
+    # placement biases a few keys (a brow, an upper lip) by 0.1-0.2 on every frame. 0 turns it off.
+    baseline_quantile: float = 0.05
+    # Gaze is measured relative to the head, so a degree or two of head-pose error shows up as a
+    # constant gaze offset; the clip's median gaze (relative to the head) is taken as straight ahead.
+    centre_gaze: bool = True
+    lid_blinks: str = "max"          # eyeBlink from the lid gap: "max" with the fit's, "replace", or ""
     gaze: GazeRange = field(default_factory=GazeRange)
+    gaze_filter: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.5, beta=0.05))  # degrees
     progress: bool = True
 
 
@@ -111,7 +121,7 @@ def track_video(rec, path: str | Path, options: VideoOptions,
 
     report_progress("identity", 0.0)
     picked = _pick_identity_frames(rec, observations, np.asarray(sharpness)[tracked], options)
-    fit = rec.fitter.fit([observations[i] for i in picked])
+    fit = rec.fitter.fit([observations[i] for i in picked], focal_prior=options.focal_prior)
     _check_plausible(fit, shown)
     identity_frames = [int(tracked[i]) for i in picked]
 
@@ -125,11 +135,26 @@ def track_video(rec, path: str | Path, options: VideoOptions,
     rot = np.stack([axis_angle_to_matrix(torch.tensor(f.rotation, dtype=torch.float64)).numpy() for f in fits])
     trans = np.stack([f.translation for f in fits])
     iris = np.stack([[landmarks[i][LEFT_IRIS, :2], landmarks[i][RIGHT_IRIS, :2]] for i in tracked])
-    eyes = EyeModel.from_asset(rec.asset, fit.identity)
+    ident = torch.tensor(fit.identity, dtype=torch.float32)[None]
+    neutral_points = rec.fitter.points_model.shape(ident, torch.zeros(1, len(names)))[0].numpy().astype(np.float64)
+    eyes = EyeModel.from_asset(rec.asset, fit.identity, neutral_points)
     gaze = estimate_gaze(eyes, rot, trans, fits[0].focal, fits[0].principal, iris)
+    # Iris points jitter by a pixel or two, several degrees of gaze; the filter's speed term lets
+    # saccades through while a steady gaze stays still.
+    if options.centre_gaze:
+        gaze = gaze - np.median(gaze, axis=0)
+    gaze = one_euro_filter(gaze.reshape(len(tracked), 4), np.asarray(times)[tracked], options.gaze_filter).reshape(-1, 2, 2)
     expressions = np.stack([f.expression for f in fits])
+    if options.baseline_quantile > 0:
+        base = np.quantile(expressions, options.baseline_quantile, axis=0)
+        expressions = np.clip((expressions - base) / np.maximum(1.0 - base, 1e-3), 0.0, 1.0)
     for key, values in gaze_weights(gaze, names, options.gaze).items():
         expressions[:, names.index(key)] = values
+    if options.lid_blinks:
+        lids = lid_blink(np.stack([landmarks[i] for i in tracked]))
+        for e, key in enumerate(("eyeBlink_L", "eyeBlink_R")):
+            k = names.index(key)
+            expressions[:, k] = np.maximum(expressions[:, k], lids[:, e]) if options.lid_blinks == "max" else lids[:, e]
 
     t = np.asarray(times)
     rmse = np.zeros(n)
