@@ -39,6 +39,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         from backend.video_commands import reconstruct_video
 
         return reconstruct_video(args, Path(videos[0]), out)
+    if args.avatar:
+        raise InputError(args.photos[0], "--avatar needs a video", "reconstruct from a clip to fit the Gaussian avatar",
+                         code="bad_option")
     options = ReconstructOptions(progress=not args.quiet, max_pixels=args.max_pixels)
     result = reconstruct_photos([Path(p) for p in args.photos], out, options, force=args.force)
     q = result.manifest.quality
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     rec.add_argument("--max-pixels", type=int, default=50_000_000, help="refuse images larger than this (default 50 MP)")
     rec.add_argument("--max-seconds", type=float, default=600.0, help="refuse videos longer than this (default 600)")
+    rec.add_argument("--avatar", choices=("fast", "quality"), default=None,
+                     help="also fit a Gaussian avatar bound to the mesh (video only): fast = CPU minutes, quality = GPU")
     rec.set_defaults(func=cmd_reconstruct)
 
     info = sub.add_parser("info", help="summarise a head bundle")

@@ -15,17 +15,20 @@ EXIT_OK = 0
 # Share of the progress bar per stage (landmarks dominate: every frame is decoded and searched).
 _STAGES = {"landmarks": (0, 60), "identity": (60, 65), "tracking": (65, 92), "texture": (92, 98), "gltf": (98, 100),
            "finished": (100, 100)}
+_AVATAR_STAGES = {"landmarks": (0, 15), "identity": (15, 17), "tracking": (17, 25), "texture": (25, 27),
+                  "avatar": (27, 98), "gltf": (98, 100), "finished": (100, 100)}
 
 
 class StageBar:
     """A 0-100 tqdm bar driven by ``(stage, fraction)`` progress calls."""
 
-    def __init__(self, label: str, enabled: bool):
+    def __init__(self, label: str, enabled: bool, stages: dict | None = None):
+        self.stages = stages or _STAGES
         self.bar = tqdm(total=100, desc=label, unit="%", disable=not enabled,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
 
     def __call__(self, stage: str, fraction: float) -> None:
-        lo, hi = _STAGES.get(stage, (self.bar.n, self.bar.n))
+        lo, hi = self.stages.get(stage, (self.bar.n, self.bar.n))
         target = lo + (hi - lo) * min(max(fraction, 0.0), 1.0)
         if target > self.bar.n:
             self.bar.update(target - self.bar.n)
@@ -42,9 +45,9 @@ def reconstruct_video(args: argparse.Namespace, video: Path, out: Path) -> int:
     with Reconstructor(ReconstructOptions(progress=not args.quiet)) as rec:
         pipeline = VideoPipeline(rec)
         pipeline.options.limits.max_seconds = args.max_seconds
-        bar = StageBar("Reconstructing from video", not args.quiet)
+        bar = StageBar("Reconstructing from video", not args.quiet, _AVATAR_STAGES if args.avatar else None)
         try:
-            result = pipeline.reconstruct(video, out, force=args.force, on_progress=bar)
+            result = pipeline.reconstruct(video, out, force=args.force, on_progress=bar, avatar=args.avatar)
         finally:
             bar.close()
     track, clip = result.track, result.clip
@@ -134,8 +137,37 @@ def add_calibration_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head-translation", action="store_true", help="also transfer the head's translation")
 
 
+def cmd_turntable(args: argparse.Namespace) -> int:
+    from backend.avatar.turntable import TurntableOptions, render_turntable
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        print(f"{out}: exists; choose another -o or pass --force to replace it", file=sys.stderr)
+        return 2
+    opts = TurntableOptions(frames=args.frames, size=args.size, fps=args.fps)
+    bar = tqdm(total=args.frames, desc="Turntable", unit="frame", disable=args.quiet)
+    try:
+        path = render_turntable(args.bundle, out, opts, animation=args.animation,
+                                on_frame=lambda done, total: bar.update(1))
+    finally:
+        bar.close()
+    print(f"Turntable: {Path(path).resolve()} ({args.frames} frames, {args.size}x{args.size})")
+    return EXIT_OK
+
+
 def register(sub) -> None:
-    """Add ``retarget`` to the ``headrig`` sub-commands."""
+    """Add ``retarget`` and ``turntable`` to the ``headrig`` sub-commands."""
+    tt = sub.add_parser("turntable", help="render the bundle's Gaussian avatar orbiting once, to an MP4")
+    tt.add_argument("bundle", help="head bundle folder with gaussians.ply (from 'headrig reconstruct VIDEO --avatar ...')")
+    tt.add_argument("-o", "--output", required=True, help="MP4 file to write")
+    tt.add_argument("--frames", type=int, default=120, help="frames in one orbit (default 120)")
+    tt.add_argument("--size", type=int, default=512, help="image side in pixels (default 512; keep it small on a CPU)")
+    tt.add_argument("--fps", type=float, default=30.0, help="frame rate (default 30)")
+    tt.add_argument("--animation", default=None, help="an animation.json (or its folder) to play while orbiting")
+    tt.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    tt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    tt.set_defaults(func=cmd_turntable)
+
     ret = sub.add_parser("retarget", help="track a driving video and write its performance as keyframes for a head")
     ret.add_argument("video", help="the driving video (the actor's performance)")
     ret.add_argument("--head", required=True, help="the target head bundle folder (from 'headrig reconstruct')")

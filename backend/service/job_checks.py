@@ -74,6 +74,9 @@ def trusted_result_files(kind: str, folder: Path) -> list[dict] | None:
             read_bundle(folder, verify_hashes=True)
         elif kind == "retarget":
             read_animation(folder / ANIMATION_FILE)
+        elif kind == "turntable":
+            if (folder / "turntable.mp4").stat().st_size == 0:
+                return None
         elif kind == "probe":
             if not isinstance(json.loads((folder / "probe.json").read_text(encoding="utf-8")), dict):
                 return None

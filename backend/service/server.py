@@ -32,7 +32,7 @@ from shared.protocol import Code, ProtocolError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("probe", "reconstruct", "retarget")
+KINDS = ("probe", "reconstruct", "retarget", "turntable")
 INITIAL_CREDIT = 8              # upload chunks a client may have in flight per job
 POLL_MS = 50                    # worker events are drained at least this often
 MAX_BURST = 256                 # messages handled per wake-up before worker events get a turn

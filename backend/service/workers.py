@@ -20,14 +20,12 @@ cannot leave half a message in its queue.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
 import queue
 import shutil
 import signal
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -35,15 +33,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backend.errors import InputError
-from shared.media import is_video_path
-from backend.service.jobstore import INTERRUPTED, describe_files, fsync_dir, sha256_file
+from backend.service.job_kinds import JOBS, MAX_MESSAGE, JobFailed  # noqa: F401  (JOBS: tests patch it here)
+from backend.service.jobstore import INTERRUPTED
 
 log = logging.getLogger(__name__)
 
-KINDS = ("probe", "reconstruct", "retarget")
+KINDS = ("probe", "reconstruct", "retarget", "turntable")
 TERM_GRACE_S = 0.5      # SIGTERM, then SIGKILL after this
-MAX_MESSAGE = 1000      # characters of a failure message
-MAX_PROBE_SECONDS = 3600
 
 
 @dataclass
@@ -243,14 +239,6 @@ def _job_log(data_dir: Path, job_id: str, text: str) -> None:
 # ---- inside a worker process ---------------------------------------------------------------------
 
 
-class JobFailed(Exception):
-    """A job's own refusal (bad params): sent to the client as (code, message)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
 def _worker_main(tasks, events, data_dir: str, parent_pid: int, gpu: int | None = None) -> None:
     # Ctrl-C in the server's terminal reaches the whole process group; the pool stops workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -318,90 +306,3 @@ class Runner:
 
             self._reconstructor = Reconstructor(ReconstructOptions(progress=False))
         return self._reconstructor
-
-
-def run_probe(runner: Runner, job_id: str, params: dict, inputs: list[Path], result_dir: Path) -> list[dict]:
-    """Health check: hash every input, wait ``params["seconds"]`` (reporting progress), write probe.json."""
-    unknown = sorted(set(params) - {"seconds"})
-    if unknown:
-        raise JobFailed("bad_params", f"probe: unknown params {', '.join(unknown)}; it takes only 'seconds'")
-    seconds = params.get("seconds", 0)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_PROBE_SECONDS:
-        raise JobFailed("bad_params", f"probe: params.seconds must be a number from 0 to {MAX_PROBE_SECONDS}, got {seconds!r:.40}")
-    files = []
-    for i, path in enumerate(inputs):
-        runner.progress(job_id, "hash", i / len(inputs), path.name)
-        files.append({"name": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)})
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        runner.progress(job_id, "wait", 1.0 - left / seconds, f"{left:.1f} s left")
-        time.sleep(min(0.25, left))
-    report = {"job_id": job_id, "inputs": files, "seconds": seconds, "worker_pid": os.getpid(),
-              "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
-    write_result_folder(result_dir, {"probe.json": (json.dumps(report, indent=1) + "\n").encode()})
-    runner.progress(job_id, "finished", 1.0, "")
-    return describe_files(result_dir)
-
-
-def run_reconstruct(runner: Runner, job_id: str, params: dict, inputs: list[Path], result_dir: Path) -> list[dict]:
-    """Photos, or one video, -> head bundle in ``result_dir`` (written atomically by ``write_bundle``)."""
-    if params:
-        raise JobFailed("bad_params", f"reconstruct: takes no params yet; got {', '.join(sorted(params))}")
-    rec = runner.reconstructor(job_id)
-    videos = [p for p in inputs if is_video_path(p)]
-    if videos:
-        if len(inputs) != 1:
-            raise JobFailed("mixed_inputs", f"reconstruct: a video must be the only input; got {len(inputs)} files")
-        from backend.video.pipeline import VideoPipeline
-
-        runner.progress(job_id, "started", 0.0, f"video {videos[0].name}")
-        VideoPipeline(rec).reconstruct(videos[0], result_dir, job_id=job_id,
-                                       on_progress=lambda stage, f: runner.progress(job_id, stage, f, ""))
-    else:
-        runner.progress(job_id, "started", 0.0, f"{len(inputs)} photo(s)")
-        rec.reconstruct(inputs, result_dir, job_id=job_id,
-                        on_stage=lambda name, done, total: runner.progress(job_id, name, done / max(total, 1), ""))
-    runner.progress(job_id, "finished", 1.0, "")
-    return describe_files(result_dir)
-
-
-def run_retarget(runner: Runner, job_id: str, params: dict, inputs: list[Path], result_dir: Path) -> list[dict]:
-    """One driving video -> ``animation.json`` + ``livelink.csv`` (params: a RetargetConfig as a dict)."""
-    from backend.retarget import RetargetConfig
-
-    if len(inputs) != 1 or not is_video_path(inputs[0]):
-        raise JobFailed("bad_inputs", f"retarget: takes exactly one video; got {', '.join(p.name for p in inputs) or 'none'}")
-    try:
-        config = RetargetConfig.from_dict(params)
-    except ValueError as exc:
-        raise JobFailed("bad_params", f"retarget: {exc}"[:MAX_MESSAGE]) from None
-    rec = runner.reconstructor(job_id)
-    from backend.video.pipeline import VideoPipeline
-
-    runner.progress(job_id, "started", 0.0, f"video {inputs[0].name}")
-    VideoPipeline(rec).retarget(inputs[0], result_dir, config,
-                                on_progress=lambda stage, f: runner.progress(job_id, stage, f, ""))
-    runner.progress(job_id, "finished", 1.0, "")
-    return describe_files(result_dir)
-
-
-JOBS = {"probe": run_probe, "reconstruct": run_reconstruct, "retarget": run_retarget}
-
-
-def write_result_folder(result_dir: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` into a hidden sibling temp folder, fsync, and rename it to ``result_dir``."""
-    if result_dir.exists():  # os.rename would silently replace an empty folder
-        raise FileExistsError(f"result folder exists: {result_dir}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{result_dir.name}.tmp-", dir=result_dir.parent))
-    try:
-        for name, data in files.items():
-            with open(tmp / name, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        fsync_dir(tmp)
-        os.rename(tmp, result_dir)
-        fsync_dir(result_dir.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

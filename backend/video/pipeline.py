@@ -99,8 +99,11 @@ class VideoPipeline:
         return track_video(self.rec, path, self.options, on_progress)
 
     def reconstruct(self, path: str | Path, out_dir: str | Path, force: bool = False, job_id: str | None = None,
-                    on_progress: Callable[[str, float], None] | None = None) -> VideoResult:
-        """Track ``path`` and write an animated head bundle to ``out_dir`` (atomically)."""
+                    on_progress: Callable[[str, float], None] | None = None, avatar: str | None = None) -> VideoResult:
+        """Track ``path`` and write an animated head bundle to ``out_dir`` (atomically).
+
+        ``avatar`` ("fast" or "quality") also trains the Gaussian avatar (``backend.avatar``); its
+        photometric fit refines the identity the mesh is built with."""
         progress = on_progress or (lambda stage, fraction: None)
         timings: dict[str, float] = {}
         t = time.perf_counter()
@@ -126,6 +129,18 @@ class VideoPipeline:
         texture_png = png_bytes(texture)
         timings["texture"] = time.perf_counter() - t
 
+        avatar_files: dict[str, bytes] = {}
+        avatar_means: dict = {}
+        if avatar:
+            from backend.avatar.pipeline import build_avatar
+
+            t = time.perf_counter()
+            result = build_avatar(rec, track, texture, avatar, lambda wanted: self._frames(track, wanted), progress)
+            track.identity = result.identity
+            avatar_files = result.files
+            avatar_means = result.report["heldout"]["mean"]
+            timings["avatar"] = time.perf_counter() - t
+
         t = time.perf_counter()
         progress("gltf", 0.0)
         clip = clip_from_track(track, names)
@@ -148,7 +163,12 @@ class VideoPipeline:
         manifest.files = {"head.glb": {"role": "mesh"}, "texture.png": {"role": "texture"},
                           "fit_overlay.png": {"role": "preview"}, ANIMATION_FILE: {"role": "animation"}}
         files = {"head.glb": glb, "texture.png": texture_png, "fit_overlay.png": png_bytes(np.asarray(contact_sheet(overlays))),
-                 ANIMATION_FILE: animation_bytes(clip)}
+                 ANIMATION_FILE: animation_bytes(clip), **avatar_files}
+        manifest.files.update({"gaussians.ply": {"role": "gaussians"}, "avatar.json": {"role": "report"},
+                               "avatar_sheet.png": {"role": "preview"}} if avatar_files else {})
+        if avatar_files:
+            manifest.identity = [float(x) for x in track.identity]
+            manifest.quality.update({f"avatar_heldout_{k}": float(v) for k, v in avatar_means.items()})
         write_bundle(out_dir, manifest, files, force=force)
         timings["write"] = time.perf_counter() - t
         progress("finished", 1.0)
