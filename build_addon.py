@@ -12,6 +12,8 @@ The zip holds ``blender_addon/`` with the project's ``shared/`` vendored inside 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import os
 import re
 import subprocess
@@ -123,6 +125,30 @@ def build(out_dir: Path = REPO / "dist", *, wheels: bool = True, wheel_cache: Pa
             zf.write(path, f"wheels/{name}", compress_type=zipfile.ZIP_STORED)  # wheels are zips already
     tmp.replace(target)
     return target
+
+
+@contextlib.contextmanager
+def imported(root: Path, *, wheels: bool = False, register: bool = False):
+    """Build the zip into ``root``, extract it as package ``headrig`` and import it, so that a Python
+    with bpy (tests, tools) runs the add-on exactly as zipped (vendored ``headrig_shared`` and all).
+    ``register``: also ``register()`` it, and ``unregister()`` on the way out. On exit the package is
+    forgotten (``sys.path``, ``sys.modules``), so the next ``imported`` loads its own copy."""
+    with zipfile.ZipFile(build(root / "dist", wheels=wheels)) as zf:
+        zf.extractall(root / "headrig")
+    sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module("headrig")
+        if register:
+            module.register()
+        try:
+            yield module
+        finally:
+            if register:
+                module.unregister()
+    finally:
+        sys.path.remove(str(root))
+        for name in [m for m in sys.modules if m == "headrig" or m.startswith("headrig.")]:
+            del sys.modules[name]
 
 
 def main() -> None:

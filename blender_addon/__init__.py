@@ -21,10 +21,10 @@ def bundle_format():
 
 
 def _classes():
-    from . import operators, operators_animation, operators_backend, panel, preferences, props
+    from . import gaussians, operators, operators_animation, operators_backend, panel, preferences, props, turntable
 
     return (*props.CLASSES, preferences.HEADRIG_AddonPreferences, *operators.CLASSES, *operators_backend.CLASSES,
-            *operators_animation.CLASSES, *panel.CLASSES)
+            *operators_animation.CLASSES, *gaussians.CLASSES, *turntable.CLASSES, *panel.CLASSES)
 
 
 def register() -> None:

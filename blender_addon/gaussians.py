@@ -32,6 +32,7 @@ from . import gaussian_nodes
 SH_C0 = 0.28209479177387814  # the degree-0 spherical harmonic: colour = 0.5 + SH_C0 * f_dc
 SEARCH_K = 16  # triangles tried per Gaussian whose own triangle disagrees
 PROP_PLY = "headrig_gaussians"
+PROP_BUNDLE = "headrig_bundle"  # importer.PROP_BUNDLE, not imported: importer will import this module
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
               "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
               "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
@@ -96,9 +97,11 @@ def read_ply(path) -> np.ndarray:
 def _columns(rows: np.ndarray, names: list[str], name: str) -> np.ndarray:
     """[N, len(names)] float64, every column present and finite."""
     missing = [n for n in names if n not in (rows.dtype.names or ())]
+    if set(missing) & set(_BINDING):
+        raise GaussianImportFailed(f"{name}: has no binding to the mesh (missing {', '.join(missing[:6])}); "
+                                   "export it from HeadRig")
     if missing:
-        what = "the binding to the mesh" if set(missing) & set(_BINDING) else "3DGS properties"
-        raise GaussianImportFailed(f"{name}: no {what} (missing {', '.join(missing[:6])})")
+        raise GaussianImportFailed(f"{name}: not a 3DGS file (missing {', '.join(missing[:6])})")
     out = np.stack([rows[n].astype(np.float64) for n in names], axis=1)
     if not np.isfinite(out).all():
         raise GaussianImportFailed(f"{name}: non-finite values in {names}")
@@ -109,7 +112,7 @@ def load_binding(path) -> dict:
     """The PLY as the arrays the importer needs (Blender axes for the means)."""
     path = Path(path)
     rows = read_ply(path)
-    col = lambda *names: _columns(rows, list(names), path.name)  # noqa: E731
+    col = lambda *names: _columns(rows, list(names), path.name)
     if len(rows) == 0:
         raise GaussianImportFailed(f"{path.name}: holds no Gaussians")
     col(*_REQUIRED)
@@ -276,3 +279,52 @@ def import_bundle_gaussians(context, head_obj, bundle_dir):
     """After a bundle import: its gaussians.ply on the head, or None when the bundle has none."""
     ply = Path(bundle_dir) / "gaussians.ply"
     return import_gaussians(context, head_obj, ply) if ply.is_file() else None
+
+
+def _head_of(obj):
+    """The head mesh of the HeadRig head ``obj`` (mesh, root or Gaussians) belongs to, else None."""
+    from .operators_animation import (
+        find_head,  # at call time: importer imports this module
+    )
+
+    return find_head(obj)
+
+
+class HEADRIG_OT_import_gaussians(bpy.types.Operator):
+    """Bind the Gaussians of a gaussians.ply to the active HeadRig head (they follow its shape keys)"""
+
+    bl_idname = "headrig.import_gaussians"
+    bl_label = "Import Gaussians"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: bpy.props.StringProperty(default="*.ply;*.PLY", options={"HIDDEN"})
+    ellipsoids: bpy.props.BoolProperty(name="Ellipsoids", description="Solid ellipsoids instead of flat discs")
+
+    @classmethod
+    def poll(cls, context):
+        if _head_of(context.active_object) is None:
+            cls.poll_message_set("Select a HeadRig head (its mesh or root) first")
+            return False
+        return True
+
+    def invoke(self, context, event):
+        bundle = _head_of(context.active_object).get(PROP_BUNDLE, "")
+        self.filepath = str(Path(bundle) / "gaussians.ply") if bundle else ""
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        head = _head_of(context.active_object)
+        try:
+            obj = import_gaussians(context, head, self.filepath, ellipsoids=self.ellipsoids)
+        except GaussianImportFailed as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        stats = obj["headrig_gaussians_stats"]
+        self.report({"INFO"}, f"{obj.name}: {len(obj.data.vertices):,} Gaussians on {head.name} "
+                              f"({stats['searched']} re-bound by position, {stats['off']} off the surface)")
+        return {"FINISHED"}
+
+
+CLASSES = (HEADRIG_OT_import_gaussians,)

@@ -35,6 +35,7 @@ from pathlib import Path
 import bpy
 
 from .animation import AnimationFailed, apply_animation
+from .gaussians import GaussianImportFailed, import_bundle_gaussians
 from .headrig_shared.animation import read_animation
 from .headrig_shared.bundle import BundleError, read_bundle
 
@@ -235,6 +236,10 @@ def import_bundle(context, bundle_dir, replace: bool = True):
             apply_animation(context, head, clip, name, source=str(clip.source.get("file", "")))
         except AnimationFailed as exc:
             raise ImportFailed(str(exc)) from None
+    try:
+        import_bundle_gaussians(context, head, bundle_dir)
+    except GaussianImportFailed as exc:  # the head stays in the scene; the artist reads why it has no Gaussians
+        raise ImportFailed(f"{head.name} imported without its Gaussians: {exc}") from None
     for obj in context.view_layer.objects:
         obj.select_set(False)
     head.select_set(True)

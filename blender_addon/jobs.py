@@ -26,15 +26,16 @@ from pathlib import Path
 
 import bpy
 
-from . import animation, importer
+from . import animation, importer, turntable
 from .worker import ConnectionCheck, JobWorker
 
 INTERVAL_S = 0.1
 BUDGET_MS = 20.0
 ACTIVE = ("starting", "queued", "running", "fetching", "importing")
 # What the artist reads while a job of each kind is sent and fetched.
-_SENDING = {"reconstruct": "Sending photos to the server", "retarget": "Sending the video to the server"}
-_FETCHING = {"retarget": "Downloading the animation"}
+_SENDING = {"reconstruct": "Sending photos to the server", "retarget": "Sending the video to the server",
+            "turntable": "Sending the avatar to the server"}
+_FETCHING = {"retarget": "Downloading the animation", "turntable": "Downloading the turntable"}
 
 
 @dataclass
@@ -236,6 +237,8 @@ def _import_one(reg: Registry) -> bool:
                 obj, summary = animation.apply_result(bpy.context, entry.bundle_path, **entry.apply)
                 entry.message = (f"Applied {summary['shape_action']} to {obj.name} "
                                  f"({summary['frames']} frames at {summary['fps']:g} fps)")
+            elif entry.kind == "turntable":
+                obj, entry.message = turntable.load_result(bpy.context, entry.bundle_path, entry.label)
             else:
                 obj = importer.import_bundle(bpy.context, entry.bundle_path, replace=True)
                 entry.message = f"Imported {obj.name} ({len(obj.data.vertices):,} vertices)"

@@ -89,6 +89,12 @@ class HEADRIG_PT_main(bpy.types.Panel):
         _job_rows(draw_performance(layout, context), [e for e in entries if e.kind == "retarget"])
 
         layout.operator("headrig.import_bundle", icon="IMPORT")
+        box = layout.box()
+        box.label(text="Avatar", icon="OUTLINER_OB_POINTCLOUD")
+        box.operator("headrig.import_gaussians", icon="IMPORT")
+        row = box.row(align=True)
+        row.operator("headrig.turntable", icon="CAMERA_DATA")
+        row.operator("headrig.backend_turntable", icon="RENDER_ANIMATION")
 
 
 CLASSES = (HEADRIG_UL_photos, HEADRIG_PT_main)

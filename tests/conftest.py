@@ -43,3 +43,37 @@ def reconstructor():
     rec = Reconstructor(ReconstructOptions(progress=False))
     yield rec
     rec.close()
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    """A head bundle reconstructed from ../shared/media/images/d8.jpg (real pipeline)."""
+    require_shared()
+    from backend import cli
+
+    out = tmp_path_factory.mktemp("render") / "d8"
+    assert cli.main(["reconstruct", str(MEDIA / "images" / "d8.jpg"), "-o", str(out), "-q"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    """The add-on package from the built zip (vendored ``headrig_shared`` and all), importable as
+    ``headrig`` (not registered). Shared here, never by importing another test module: a bpy test
+    module imported under two names makes bpy 4.5 hang at interpreter exit."""
+    import importlib
+    import sys
+    import zipfile
+
+    import build_addon
+
+    root = tmp_path_factory.mktemp("addon")
+    with zipfile.ZipFile(build_addon.build(root / "dist", wheels=False)) as zf:
+        zf.extractall(root / "headrig")
+    sys.path.insert(0, str(root))
+    try:
+        yield importlib.import_module("headrig")
+    finally:
+        sys.path.remove(str(root))
+        for mod in [m for m in sys.modules if m == "headrig" or m.startswith("headrig.")]:
+            del sys.modules[mod]

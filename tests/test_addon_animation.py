@@ -1,8 +1,9 @@
 """The add-on's animation side in real bpy: ``animation.apply_animation`` on an imported head, a video
 bundle's import (glTF animation replaced by ``animation.json``), and the Live Link CSV operator.
 
-The head is a real photo bundle (``headrig reconstruct d8.jpg``, the render test's fixture); the clips are synthetic, so every
-expected value is known: jawOpen ramps 0 -> 1 and the head turns 30 degrees (yaw) over one second.
+The head is a real photo bundle (d8.jpg through the backend's ``Reconstructor``); the clips are
+synthetic, so every expected value is known: jawOpen ramps 0 -> 1 and the head turns 30 degrees
+(yaw) over one second.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from __future__ import annotations
 import importlib
 import math
 import shutil
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
 import build_addon
 from shared.animation import AnimationClip, euler_ypr_to_quaternion
-from tests import test_addon_render
 from tests.conftest import MEDIA, REPO
 
 bpy = pytest.importorskip("bpy")
@@ -26,27 +24,22 @@ bpy = pytest.importorskip("bpy")
 pytestmark = pytest.mark.blender
 
 FPS, N = 30.0, 31  # one second: frame 1 .. 31
-bundle_dir = test_addon_render.bundle_dir  # fixture: the d8.jpg photo bundle (``headrig reconstruct``)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(reconstructor, tmp_path_factory):
+    """A real head: d8.jpg through the backend's Reconstructor (conftest's session fixture)."""
+    out = tmp_path_factory.mktemp("anim") / "d8"
+    reconstructor.reconstruct([MEDIA / "images" / "d8.jpg"], out)
+    return out
 
 
 @pytest.fixture(scope="module")
 def addon(tmp_path_factory):
-    """The built extension (vendored ``headrig_shared``), importable as ``headrig`` and registered."""
-    root = tmp_path_factory.mktemp("addon")
-    with zipfile.ZipFile(build_addon.build(root / "dist", wheels=False)) as zf:
-        zf.extractall(root / "headrig")
-    sys.path.insert(0, str(root))
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    try:
-        mod = importlib.import_module("headrig")
-        mod.register()
+    """The built extension, imported as ``headrig`` and registered; the scene is reset afterwards."""
+    with build_addon.imported(tmp_path_factory.mktemp("addon"), register=True) as mod:
         yield mod
-        mod.unregister()
-    finally:
-        sys.path.remove(str(root))
-        for name in [m for m in sys.modules if m == "headrig" or m.startswith("headrig.")]:
-            del sys.modules[name]
-        bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
 def _module(name: str):
@@ -73,7 +66,8 @@ def _fresh_head(bundle_dir):
 def _chin(head) -> int:
     """The vertex jawOpen moves most (under the chin)."""
     keys = head.data.shape_keys.key_blocks
-    return max(range(len(keys["Basis"].data)), key=lambda i: (keys["jawOpen"].data[i].co - keys["Basis"].data[i].co).length)
+    basis, jaw = keys["Basis"].data, keys["jawOpen"].data
+    return max(range(len(basis)), key=lambda i: (jaw[i].co - basis[i].co).length)
 
 
 def _evaluated_co(head, index: int):

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import build_addon
-from tests.conftest import MEDIA, require_shared
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
@@ -27,31 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS_IMAGE = REPO / "docs" / "images" / "head_render.png"
 SIZE = 512
 BACKGROUND = (0.93, 0.93, 0.95)  # light grey, linear; for the saved picture only
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    require_shared()
-    from backend import cli
-
-    out = tmp_path_factory.mktemp("render") / "d8"
-    assert cli.main(["reconstruct", str(MEDIA / "images" / "d8.jpg"), "-o", str(out), "-q"]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def addon(tmp_path_factory):
-    """The add-on package from the built zip (vendored ``headrig_shared`` and all), importable as ``headrig``."""
-    root = tmp_path_factory.mktemp("addon")
-    with zipfile.ZipFile(build_addon.build(root / "dist", wheels=False)) as zf:
-        zf.extractall(root / "headrig")
-    sys.path.insert(0, str(root))
-    try:
-        yield importlib.import_module("headrig")
-    finally:
-        sys.path.remove(str(root))
-        for mod in [m for m in sys.modules if m == "headrig" or m.startswith("headrig.")]:
-            del sys.modules[mod]
 
 
 def _frame_camera(bpy, head, scene):

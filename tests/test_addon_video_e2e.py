@@ -9,14 +9,15 @@ timer function (``jobs.drain``) themselves, since headless bpy has no event loop
 
 from __future__ import annotations
 
-import faulthandler
 import importlib
+import signal
 import time
 
 import pytest
 
+import build_addon
+from bench.serverproc import ServerProcess
 from shared.animation import read_animation
-from tests import test_addon_animation, test_addon_e2e
 from tests.conftest import MEDIA, require_shared
 
 bpy = pytest.importorskip("bpy")
@@ -34,27 +35,29 @@ pytestmark = [
                        reason="the backend has no video support yet: backend.service.workers.JOBS lacks 'retarget'"),
 ]
 
-addon = test_addon_animation.addon  # fixture: the built add-on, registered
-server = test_addon_e2e.server  # fixture: `headrig serve` on a free loopback port
-
 VIDEOS = MEDIA / "video"
 BUILD_VIDEO, DRIVING_VIDEO = VIDEOS / "d3.mp4", VIDEOS / "d6.mp4"
 
 
-@pytest.fixture(autouse=True)
-def _hard_timeout():
-    faulthandler.dump_traceback_later(1200, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _results(addon, tmp_path_factory):
-    """Sample videos present; fetched results in a temporary folder, not the user's cache."""
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, request):
     require_shared()
     if not (BUILD_VIDEO.is_file() and DRIVING_VIDEO.is_file()):
         pytest.skip(f"sample media missing: {BUILD_VIDEO}, {DRIVING_VIDEO}")
-    importlib.import_module("headrig.jobs").registry().results_dir = tmp_path_factory.mktemp("results")
+    srv = ServerProcess(tmp_path_factory.mktemp("serve") / "data")
+    request.addfinalizer(lambda: srv.kill(signal.SIGTERM))  # also when start() fails half way
+    return srv.start()
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    """The built extension, registered; fetched results go to a temporary folder. The heads it made
+    are cleared afterwards (other add-on tests count the heads in the scene)."""
+    root = tmp_path_factory.mktemp("addon")
+    with build_addon.imported(root, register=True) as mod:
+        importlib.import_module("headrig.jobs").registry().results_dir = root / "results"
+        yield mod
+    bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
 def _jobs():
@@ -62,7 +65,7 @@ def _jobs():
 
 
 def _run(entry, deadline_s: float) -> None:
-    """Call the timer as Blender would until the job ends."""
+    """Call the timer as Blender would until the job ends (or fail after ``deadline_s``)."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         assert _jobs().drain() > 0
@@ -107,8 +110,9 @@ def test_build_head_from_video(addon, server):
     assert scene.frame_end == last
     shapes, motion = head.data.shape_keys.animation_data.action, head.parent.animation_data.action
     assert (shapes.name, motion.name) == ("d3", "d3 (head)")
-    assert len(_keyed_frames(shapes)) == clip.frame_count
-    assert min(_keyed_frames(shapes)) == scene.frame_start and max(_keyed_frames(shapes)) == pytest.approx(last, abs=0.5)
+    keyed = _keyed_frames(shapes)
+    assert len(keyed) == clip.frame_count
+    assert min(keyed) == scene.frame_start and max(keyed) == pytest.approx(last, abs=0.5)
     assert sorted(a.name for a in bpy.data.actions) == ["d3", "d3 (head)"]  # nothing left of the glTF import
     assert head.animation_data is None or head.animation_data.action is None
 

@@ -167,7 +167,7 @@ def test_hello_versions_ping(server, client):
     welcome = c.request("hello", versions=[7, 1, 99], client="me")
     assert welcome.type == "welcome" and welcome.fields["version"] == 1
     caps = welcome.fields["capabilities"]
-    assert caps["kinds"] == ["probe", "reconstruct"] and caps["chunk_bytes"] == protocol.CHUNK_BYTES
+    assert caps["kinds"] == ["probe", "reconstruct", "retarget", "turntable"] and caps["chunk_bytes"] == protocol.CHUNK_BYTES
     assert caps["model"] == "ict-facekit" and isinstance(caps["device"], str)
     assert welcome.fields["server"].startswith("headrig ")
     bad = c.request("hello", versions=[99], client="me")

@@ -99,8 +99,8 @@ def _ply_bytes(trainer: AvatarTrainer, identity: np.ndarray) -> bytes:
         g = avatar.gaussians(verts_m, None)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gaussians.ply"
-        write_gaussians_ply(path, g["means"].numpy(), g["quats"].numpy(), g["scales"].numpy(), g["opacities"].numpy(),
-                            g["sh"].numpy(), avatar.current_binding().detach())
+        arrays = [g[k].detach().numpy() for k in ("means", "quats", "scales", "opacities", "sh")]
+        write_gaussians_ply(path, *arrays, avatar.current_binding().detach())
         return path.read_bytes()
 
 

@@ -17,13 +17,14 @@ from backend.avatar import raster_torch
 from backend.avatar.raster_tiles import TileConfig
 
 BACKENDS = ("auto", "gsplat", "torch")
+GSPLAT_TILE = 16  # gsplat's default (its kernels are tested with 16 only)
 
 
 def gsplat_module():
     """The gsplat package, or None when it is not installed (or fails to import)."""
     try:
         return importlib.import_module("gsplat")
-    except Exception:  # ImportError, or a broken CUDA toolchain raising at import time
+    except (ImportError, OSError, RuntimeError):  # absent, or a broken CUDA toolchain at import
         return None
 
 
@@ -46,7 +47,7 @@ def choose_backend(backend: str, means: torch.Tensor) -> str:
 
 def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width: int, height: int,
               near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3, sh_degree: int | None = None,
-              backgrounds=None, render_mode: str = "RGB", rasterize_mode: str = "classic", tile_size: int = 16,
+              backgrounds=None, render_mode: str = "RGB", rasterize_mode: str = "classic", tile_size: int | None = None,
               backend: str = "auto", config: TileConfig | None = None, **kwargs):
     """Rasterise 3D Gaussians (gsplat.rasterization's convention).
 
@@ -56,6 +57,8 @@ def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width: int,
         viewmats: [C, 4, 4] world -> camera. Ks: [C, 3, 3]. width, height: pixels.
         backgrounds: [C, D] or None. render_mode: "RGB" | "D" | "ED" | "RGB+D" | "RGB+ED".
         rasterize_mode: "classic" | "antialiased". backend: "auto" | "gsplat" | "torch".
+        tile_size: None picks each path's fastest (gsplat 16, torch TileConfig.tile_size = 4);
+            it changes speed only, never the image (bar the torch path's per-tile cap).
         config: the torch path's TileConfig (ignored by gsplat). kwargs: further gsplat arguments
             (the torch path raises NotImplementedError for those it lacks).
 
@@ -65,16 +68,17 @@ def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width: int,
     """
     common = dict(near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
                   backgrounds=backgrounds, render_mode=render_mode, rasterize_mode=rasterize_mode,
-                  tile_size=tile_size, packed=False, **kwargs)
+                  packed=False, **kwargs)
     args = (means, quats, scales, opacities, colors, viewmats, Ks, width, height)
     if choose_backend(backend, means) == "gsplat":
-        return gsplat_module().rasterization(*args, **common)
-    return raster_torch.rasterization(*args, config=config, **common)
+        return gsplat_module().rasterization(*args, tile_size=tile_size or GSPLAT_TILE, **common)
+    return raster_torch.rasterization(*args, tile_size=tile_size, config=config, **common)
 
 
 def rasterize_2dgs(means, quats, scales, opacities, colors, viewmats, Ks, width: int, height: int,
                    near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3,
-                   sh_degree: int | None = None, backgrounds=None, render_mode: str = "RGB", tile_size: int = 16,
+                   sh_degree: int | None = None, backgrounds=None, render_mode: str = "RGB",
+                   tile_size: int | None = None,
                    backend: str = "auto", config: TileConfig | None = None, **kwargs):
     """Rasterise 2D Gaussian surfels (gsplat.rasterization_2dgs's maths), arguments as ``rasterize``
     (scales[:, 2] ignored; no rasterize_mode).
@@ -85,12 +89,12 @@ def rasterize_2dgs(means, quats, scales, opacities, colors, viewmats, Ks, width:
         gsplat, meta also holds surf_normals, render_distort and render_median.
     """
     common = dict(near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
-                  backgrounds=backgrounds, render_mode=render_mode, tile_size=tile_size, packed=False, **kwargs)
+                  backgrounds=backgrounds, render_mode=render_mode, packed=False, **kwargs)
     args = (means, quats, scales, opacities, colors, viewmats, Ks, width, height)
     if choose_backend(backend, means) != "gsplat":
-        return raster_torch.rasterization_2dgs(*args, config=config, **common)
+        return raster_torch.rasterization_2dgs(*args, tile_size=tile_size, config=config, **common)
     colors_out, alphas, normals, surf_normals, distort, median, meta = gsplat_module().rasterization_2dgs(
-        *args, **common)
+        *args, tile_size=tile_size or GSPLAT_TILE, **common)
     meta = {**meta, "render_normals": normals, "surf_normals": surf_normals, "render_distort": distort,
             "render_median": median}
     return colors_out, alphas, meta

@@ -14,12 +14,16 @@ Anything else raises NotImplementedError rather than rendering something differe
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from backend.avatar.binding import quaternion_to_matrix
-from backend.avatar.raster_tiles import ALPHA_MIN, NO_OPACITY, TileConfig, bin_tiles, composite
+from backend.avatar.raster_tiles import (
+    ALPHA_MIN,
+    NO_OPACITY,
+    TileConfig,
+    bin_tiles,
+    composite,
+)
 
 # gsplat arguments this path does not implement, with the value that is harmless to pass.
 _INERT = {"sparse_grad": False, "absgrad": False, "distributed": False, "camera_model": "pinhole",
@@ -40,8 +44,10 @@ def check_supported(means: torch.Tensor, packed: bool, render_mode: str, extra: 
     for key, value in extra.items():
         if key not in _INERT:
             raise TypeError(f"rasterization() got an unexpected keyword argument {key!r}")
-        harmless = key == "channel_chunk" or (key == "rolling_shutter" and str(value).endswith("GLOBAL"))
-        if not harmless and value != _INERT[key]:
+        default = _INERT[key]
+        harmless = key == "channel_chunk" or (key == "rolling_shutter" and str(value).endswith("GLOBAL")) \
+            or value is default or (not torch.is_tensor(value) and value == default)
+        if not harmless:
             raise NotImplementedError(f"torch rasteriser: {key}={value!r} is not supported")
 
 
@@ -116,7 +122,9 @@ def project_3dgs(means, quats, scales, opacities, viewmats, Ks, width, height, e
         covars = rs @ rs.transpose(-1, -2)
     mean_c, rot = to_camera(means, viewmats)
     cov_c = torch.einsum("cij,njk,clk->cnil", rot, covars, rot)
-    x, y, z = mean_c.unbind(-1)
+    x, y, depth = mean_c.unbind(-1)
+    # culled below near_plane anyway; the clamp keeps z = 0 from putting inf * 0 = NaN in gradients
+    z = depth.clamp_min(max(near_plane, 1e-6))
     fx, fy, cx, cy = (Ks[:, i, j, None] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
     # gsplat clamps the Jacobian's x/z, y/z to 1.3 x the frustum so off-screen splats stay sane
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
@@ -138,10 +146,10 @@ def project_3dgs(means, quats, scales, opacities, viewmats, Ks, width, height, e
         # tighter than 3.33 sigma: beyond sqrt(2 ln(o / alpha_min)) sigma alpha < 1/255 anyway
         extend = torch.sqrt(2 * torch.log(opac.clamp_min(ALPHA_MIN) / ALPHA_MIN)).clamp(max=3.33)
         radius = torch.ceil(extend[..., None] * torch.stack([a, c], -1).clamp_min(0).sqrt())
-        valid = (det > 0) & (z >= near_plane) & (z <= far_plane) & (opac >= ALPHA_MIN)
+        valid = (det > 0) & (depth >= near_plane) & (depth <= far_plane) & (opac >= ALPHA_MIN)
         valid &= (radius > radius_clip).any(-1) & on_screen(means2d, radius, width, height)
         radii = (radius * valid[..., None]).int()
-    return means2d, conics, opac, z, radii
+    return means2d, conics, opac, depth, radii
 
 
 def project_2dgs(means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, radius_clip):
@@ -210,7 +218,7 @@ def finish(image: torch.Tensor, trans: torch.Tensor, backgrounds: torch.Tensor |
 
 def rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width: int, height: int,
                   near_plane: float = 0.01, far_plane: float = 1e10, radius_clip: float = 0.0, eps2d: float = 0.3,
-                  sh_degree: int | None = None, packed: bool = False, tile_size: int = 16, backgrounds=None,
+                  sh_degree: int | None = None, packed: bool = False, tile_size: int | None = None, backgrounds=None,
                   render_mode: str = "RGB", rasterize_mode: str = "classic", covars=None,
                   config: TileConfig | None = None, **unsupported):
     """Rasterise N 3D Gaussians into C images (gsplat.rasterization's subset, on any device).
@@ -240,6 +248,7 @@ def rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width: 
     if rasterize_mode not in ("classic", "antialiased"):
         raise NotImplementedError(f"torch rasteriser: rasterize_mode {rasterize_mode!r}")
     cfg = config or TileConfig()
+    tile_size = tile_size or cfg.tile_size
     means2d, conics, opac, depths, radii = project_3dgs(
         means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near_plane, far_plane, radius_clip,
         rasterize_mode == "antialiased", covars)
@@ -258,7 +267,8 @@ def rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width: 
 
 def rasterization_2dgs(means, quats, scales, opacities, colors, viewmats, Ks, width: int, height: int,
                        near_plane: float = 0.01, far_plane: float = 1e10, radius_clip: float = 0.0,
-                       eps2d: float = 0.3, sh_degree: int | None = None, packed: bool = False, tile_size: int = 16,
+                       eps2d: float = 0.3, sh_degree: int | None = None, packed: bool = False,
+                       tile_size: int | None = None,
                        backgrounds=None, render_mode: str = "RGB", config: TileConfig | None = None,
                        **unsupported):
     """Rasterise N 2D Gaussian surfels (2DGS) into C images; gsplat.rasterization_2dgs's maths.
@@ -272,18 +282,25 @@ def rasterization_2dgs(means, quats, scales, opacities, colors, viewmats, Ks, wi
         render_colors [C, H, W, X], render_alphas [C, H, W, 1], and meta with render_normals
         [C, H, W, 3] (accumulated world-frame normals, no background), normals [C, N, 3] (camera
         frame, facing the camera), ray_transforms [C, N, 3, 3], means2d [C, N, 2], radii [C, N, 2],
-        depths [C, N], gradient_2dgs [C, N, 2] (zeros whose .grad is the screen-space gradient
-        gsplat's strategies use), opacities [C, N], n_isects, n_dropped.
+        depths [C, N], gradient_2dgs [C, N, 2] (zeros whose .grad after backward is the gradient
+        of a screen-space shift of each splat, gsplat's densification signal; requires grad only
+        when means does), opacities [C, N], n_isects, n_dropped.
         gsplat's extra outputs (surface normals from depth, distortion, median depth) are not made.
     """
     check_supported(means, packed, render_mode, unsupported)
     cfg = config or TileConfig()
+    tile_size = tile_size or cfg.tile_size
     means2d, ray, depths, normals, radii = project_2dgs(
         means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, radius_clip)
-    densify = torch.zeros_like(means2d, requires_grad=torch.is_grad_enabled())
+    # gsplat's densification signal: the gradient of a screen-space shift of each splat, which
+    # moves the translation column of rows u, v by depth * shift (and the 2D filter's centre)
+    densify = torch.zeros_like(means2d, requires_grad=torch.is_grad_enabled() and means.requires_grad)
+    shift = densify * depths.detach()[..., None]
+    ray_shifted = ray + torch.cat([ray.new_zeros(*ray.shape[:-1], 2), torch.cat(
+        [shift, torch.zeros_like(shift[..., :1])], -1)[..., None]], -1)
     opac = opacities.expand_as(depths)
     logo = torch.log(opac.clamp_min(1e-12))[..., None]
-    feat = torch.cat([means2d + densify, ray.flatten(-2), logo], -1)  # [C, N, 12]
+    feat = torch.cat([means2d + densify, ray_shifted.flatten(-2), logo], -1)  # [C, N, 12]
     channels = render_channels(view_colors(colors, sh_degree, means, viewmats), depths, render_mode)
     channels = torch.cat([channels, normals], -1)
     bins = bin_tiles(means2d, radii, depths, width, height, tile_size, cfg.max_per_tile)

@@ -49,6 +49,9 @@ class TrainConfig:
     offset_weight: float = 1e-2
     mlp_offset_weight: float = 1e-1
     correction_weight: float = 1e-2
+    # Surfaces seen only at grazing angles (cheeks and ears in a frontal clip) otherwise thin out to
+    # holes that show from the side; the surface is opaque skin, so opacity is pulled towards 1.
+    opacity_weight: float = 0.0  # 0.05 was tried: no visible change from the side, -0.3 dB held-out
     densify_every: int = 100
     densify_until: float = 0.7       # fraction of the steps
     densify_fraction: float = 0.05
@@ -58,7 +61,9 @@ class TrainConfig:
 
 PRESETS = {
     # CPU: small crops, few Gaussians, minutes.
-    "fast": TrainConfig(size=128, steps=300, train_frames=24, avatar=AvatarConfig(n_gaussians=8000, sh_degree=1)),
+    # SH degree 0: a talking-head clip shows the face from a narrow range of views, too few to
+    # learn view-dependent colour that still looks right from the side (turntables).
+    "fast": TrainConfig(size=128, steps=300, train_frames=24, avatar=AvatarConfig(n_gaussians=8000, sh_degree=0)),
     # GPU: the evaluation resolution, many Gaussians.
     "quality": TrainConfig(size=512, steps=6000, train_frames=64,
                            avatar=AvatarConfig(n_gaussians=100_000, sh_degree=3, mlp_hidden=128)),
@@ -94,29 +99,41 @@ class AvatarTrainer:
 
     # ---- geometry ----
 
-    def posed(self, frame: AvatarFrame, k: int | None, model: MorphableModel | None = None):
-        """Camera-space points (cm) of ``model`` (default: all vertices) for a frame; ``k`` is its
-        training index (None: held-out, no corrections) -> (points [P, 3], expression [E])."""
+    def pose(self, frame: AvatarFrame, k: int | None, model: MorphableModel | None = None):
+        """Model-space points (cm) of ``model`` (default: all vertices) for a frame, with its
+        rotation [3, 3], translation [3] (model -> camera) and expression [E]; ``k`` is the frame's
+        training index (None: held-out, no corrections)."""
         model = model or self.model
         expr = frame.expression if k is None else (frame.expression + self.params.expression[k]).clamp(0, 1)
         ident = (self.identity0 + self.identity_delta)[None]
         pts = model.shape(ident, expr[None])[0]
         rot = frame.rotation if k is None else axis_angle_to_matrix(self.params.rotation[k]) @ frame.rotation
         trans = frame.translation if k is None else frame.translation + self.params.translation[k]
+        return pts, rot, trans, expr
+
+    def posed(self, frame: AvatarFrame, k: int | None, model: MorphableModel | None = None):
+        """Camera-space points (cm) and expression [E] (see ``pose``)."""
+        pts, rot, trans, expr = self.pose(frame, k, model)
         return pts @ rot.T + trans, expr
 
-    def render(self, frame: AvatarFrame, k: int | None, size: int | None = None):
-        """(image [H, W, 3], alpha [H, W, 1], gaussians dict, meta) of the avatar in this frame."""
+    def render(self, frame: AvatarFrame, k: int | None, size: int | None = None, background: torch.Tensor | None = None):
+        """(image [H, W, 3], alpha [H, W, 1], gaussians dict, meta) of the avatar in this frame.
+
+        The Gaussians live in model space (the glTF frame of head.glb, in cm) and the pose is the
+        camera's view matrix, so view-dependent colour (spherical harmonics) is learned in the
+        frame the exported PLY and every viewer use."""
         size = size or self.config.size
-        verts, expr = self.posed(frame, k)
+        verts, rot, trans, expr = self.pose(frame, k)
         g = self.avatar.gaussians(verts, expr)
         K = frame.K.clone()
         if size != frame.rgb.shape[0]:
             K[:2] *= size / frame.rgb.shape[0]
+        viewmat = torch.eye(4)
+        viewmat = torch.cat([torch.cat([rot, trans[:, None]], 1), viewmat[3:]], 0)
         raster = rasterize_2dgs if self.avatar.config.surfels else rasterize
         colors, alphas, meta = raster(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"],
-                                      torch.eye(4)[None], K[None], size, size, sh_degree=self.avatar.config.sh_degree,
-                                      backgrounds=torch.zeros(1, 3))
+                                      viewmat[None], K[None], size, size, sh_degree=self.avatar.config.sh_degree,
+                                      backgrounds=torch.zeros(1, 3) if background is None else background[None])
         return colors[0, ..., :3], alphas[0], g, meta
 
     # ---- training ----
@@ -137,8 +154,12 @@ class AvatarTrainer:
 
     def loss(self, k: int) -> tuple[torch.Tensor, dict]:
         cfg, frame = self.config, self.frames[k]
-        image, _, g, meta = self.render(frame, k)
-        target = frame.rgb * frame.mask
+        # A random background each step: outside the person a Gaussian can then only match by being
+        # transparent, not by turning dark (against black, dark and transparent look the same, and
+        # the dark ones then speckle the head seen from the side).
+        background = torch.rand(3)
+        image, _, g, meta = self.render(frame, k, background=background)
+        target = frame.rgb * frame.mask + background * (1 - frame.mask)
         l1 = (image - target).abs().mean()
         d_ssim = 1 - ssim(image, target)
         lm_pts, _ = self.posed(frame, k, self.landmark_model)
@@ -150,8 +171,9 @@ class AvatarTrainer:
             reg = reg + cfg.mlp_offset_weight * g["mlp_offset"].square().sum(1).mean()
         reg = reg + cfg.correction_weight * (self.params.expression[k].square().sum() + self.identity_delta.square().mean())
         reg = reg + torch.relu(self.avatar.log_scale - 1.0).mean()  # no Gaussian much larger than its triangle
+        reg = reg + cfg.opacity_weight * (1 - torch.sigmoid(self.avatar.opacity_logit)).mean()
         total = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * d_ssim + cfg.landmark_weight * landmark + reg
-        return total, {"l1": float(l1), "ssim": 1 - float(d_ssim), "meta": meta}
+        return total, {"l1": float(l1.detach()), "ssim": 1 - float(d_ssim.detach()), "meta": meta}
 
     def train(self, on_step: Callable[[int, int, float], None] | None = None) -> dict:
         cfg = self.config
@@ -165,12 +187,13 @@ class AvatarTrainer:
             k = int(rng.integers(len(self.frames)))
             opt.zero_grad(set_to_none=True)
             total, info = self.loss(k)
-            means2d = info["meta"].get("means2d")
+            # 2DGS's densification signal is gsplat's gradient of a screen-space shift of each splat.
+            means2d = info["meta"].get("gradient_2dgs" if self.avatar.config.surfels else "means2d")
             if means2d is not None and means2d.requires_grad:
                 means2d.retain_grad()
             total.backward()
             opt.step()
-            self.history.append(float(total))
+            self.history.append(float(total.detach()))
             if means2d is not None and means2d.grad is not None:
                 g = means2d.grad.reshape(-1, means2d.shape[-2], 2)[0].norm(dim=-1)
                 grad_sum += g
@@ -181,7 +204,7 @@ class AvatarTrainer:
                 grad_sum = torch.zeros(self.avatar.offset.shape[0])
                 grad_count = torch.zeros_like(grad_sum)
             if on_step is not None:
-                on_step(step + 1, cfg.steps, float(total))
+                on_step(step + 1, cfg.steps, float(total.detach()))
         return {"steps": cfg.steps, "seconds": time.perf_counter() - start, "gaussians": int(self.avatar.offset.shape[0]),
                 "loss_first": self.history[0], "loss_last": float(np.mean(self.history[-10:]))}
 

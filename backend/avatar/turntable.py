@@ -88,7 +88,8 @@ def render_turntable(bundle_dir: str | Path, out_path: str | Path, options: Turn
                 on_frame(i + 1, opts.frames)
             yield (colors[0, ..., :3].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
-    return write_mp4(out_path, frames(), opts.fps)
+    write_mp4(out_path, frames(), opts.fps)
+    return Path(out_path)
 
 
 def _read_manifest(bundle_dir: Path) -> HeadManifest:
