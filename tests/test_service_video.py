@@ -71,3 +71,37 @@ def test_bad_retarget_params_and_inputs_fail_cleanly(server):
         assert event.code == "bad_params" and "jawOpn" in event.message
         assert _failed(client, "retarget", {}, [MEDIA / "images" / "d8.jpg"]).code == "bad_inputs"
         assert _failed(client, "reconstruct", {}, [VIDEO / "d0.mp4", MEDIA / "images" / "d8.jpg"]).code == "mixed_inputs"
+
+
+def test_turntable_job_over_the_service(server, bundle_dir, asset, tmp_path):
+    """head.json + a gaussians.ply bound to the head -> turntable.mp4 rendered by the worker."""
+    import av
+    import numpy as np
+    import torch
+
+    from backend.avatar.binding import GaussianBinding, deform
+    from backend.avatar.ply import write_gaussians_ply
+    from shared.bundle import read_bundle
+
+    identity = np.asarray(read_bundle(bundle_dir).identity)
+    verts = torch.tensor(asset.vertices(identity) / 100.0, dtype=torch.float32)
+    rng = np.random.default_rng(3)
+    n = 500
+    face = np.nonzero(asset.triangle_material() == asset.material_names.index("M_Face"))[0]
+    f32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    binding = GaussianBinding(torch.tensor(rng.choice(face, n)), f32(rng.dirichlet([2, 2, 2], n)), torch.zeros(n, 3),
+                              f32(np.tile([1.0, 0, 0, 0], (n, 1))), torch.zeros(n, 3), torch.full((n,), 3.0),
+                              f32(rng.normal(0, 1, (n, 1, 3))))
+    means, quats, scales = deform(binding, verts, torch.tensor(asset.triangles, dtype=torch.long))
+    ply = write_gaussians_ply(tmp_path / "gaussians.ply", means, quats, scales, torch.sigmoid(binding.opacity_logit),
+                              binding.sh, binding=binding)
+    with HeadRigClient(server.address, client_name="test", timeout_s=30) as client:
+        job, event = _run(client, "turntable", {"frames": 4, "size": 64}, [bundle_dir / "head.json", ply])
+        assert event.type == "done", event
+        out = client.fetch(job, tmp_path / "tt")
+        assert _failed(client, "turntable", {"frames": 4, "size": 5}, [bundle_dir / "head.json", ply]).code == "bad_params"
+        assert _failed(client, "turntable", {}, [bundle_dir / "head.json"]).code == "bad_inputs"
+    with av.open(str(out / "turntable.mp4")) as clip:
+        frames = [f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]
+    assert len(frames) == 4 and frames[0].shape == (64, 64, 3)
+    assert frames[0].std() > 1  # the head is there, not a flat background
