@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"preset": args.preset, "clips": rows}, indent=1) + "\n")
-    print(f"\n| clip | held-out frames | Gaussians | PSNR dB | SSIM | textured mesh PSNR dB | mesh SSIM | time × clip length |")
+    print("\n| clip | held-out frames | Gaussians | PSNR dB | SSIM | textured mesh PSNR dB | mesh SSIM | time × clip length |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['clip']} | {r['heldout_frames']} | {r['gaussians']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "

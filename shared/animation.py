@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .bundle_fields import (
     BundleError, _checked_list, _dict, _file_name, _float, _floats, _int, _iso_time, _join, _list, _obj, _plain, _str,
+    read_json,
 )
 
 FORMAT_NAME = "headrig.animation"
@@ -180,14 +181,7 @@ def read_animation(path) -> AnimationClip:
     path = Path(path)
     if path.is_dir():
         path = path / ANIMATION_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError("missing: no HeadRig animation here", path=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"unreadable ({exc})", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path=path) from None
+    data = read_json(path, "no HeadRig animation here")
     try:
         return AnimationClip.from_dict(data)
     except BundleError as exc:

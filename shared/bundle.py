@@ -20,13 +20,14 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from .bundle_fields import (  # noqa: F401  (BundleError and MANIFEST_FILE are part of this module's API)
     MANIFEST_FILE, BundleError, _checked_list, _file_name, _files, _float, _floats, _int, _iso_time, _join, _obj,
-    _plain, _quality, _sha, _str, _units, _weights,
+    _plain, _quality, _sha, _str, _units, _weights, read_json,
 )
 
 FORMAT_NAME = "headrig.head"
@@ -204,9 +205,7 @@ def write_bundle(out_dir, manifest: HeadManifest, files: dict, force: bool = Fal
         plain_dir = out_dir.is_dir() and not out_dir.is_symlink()
         if not plain_dir or not (manifest_path.is_file() or not any(out_dir.iterdir())):  # a bundle, or empty
             raise BundleError("exists and is not a HeadRig bundle (no head.json); refusing to replace it", path=out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as tmp:
         described = {}
         for name, source in files.items():
             digest, size = _write_file(tmp / name, source, name)
@@ -215,13 +214,25 @@ def write_bundle(out_dir, manifest: HeadManifest, files: dict, force: bool = Fal
         final = replace(base, files=described)
         text = json.dumps(final.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
         _write_file(tmp / MANIFEST_FILE, text.encode("utf-8"), MANIFEST_FILE)
+    manifest.files = final.files
+    return final
+
+
+@contextmanager
+def staged_folder(out_dir: Path):
+    """Yield a hidden temp folder beside ``out_dir`` to fill; when the block succeeds it is synced
+    and swapped in (an existing ``out_dir`` is moved aside, then deleted), else it is deleted. The
+    caller decides whether an existing ``out_dir`` may be replaced."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
         fsync_dir(tmp)
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    manifest.files = final.files
-    return final
 
 
 def _write_file(path: Path, source, name: str) -> tuple[str, int]:
@@ -288,14 +299,7 @@ def read_bundle(path, verify_hashes: bool = True) -> HeadManifest:
     manifest_path = folder / MANIFEST_FILE
     if not folder.is_dir():
         raise BundleError("not found, or not a folder (a head bundle is a folder with head.json)", path=folder)
-    try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError("missing: the folder is not a HeadRig head bundle", path=manifest_path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"unreadable ({exc})", path=manifest_path) from None
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path=manifest_path) from None
+    data = read_json(manifest_path, "the folder is not a HeadRig head bundle")
     try:
         manifest = HeadManifest.from_dict(data)
     except BundleError as exc:

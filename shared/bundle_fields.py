@@ -7,6 +7,7 @@ value, or raises BundleError naming the field.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -24,6 +25,20 @@ class BundleError(Exception):
         self.reason, self.path, self.field = reason, None if path is None else str(path), field
         where = f"field '{field}': " if field else ""
         super().__init__(f"{self.path}: {where}{reason}" if self.path else f"{where}{reason}")
+
+
+def read_json(path, missing: str):
+    """The parsed JSON of a file, or BundleError naming it: ``missing`` when it does not exist,
+    else unreadable or not JSON (with the line)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise BundleError(f"missing: {missing}", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"unreadable ({exc})", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path=path) from None
 
 
 # ---- validation helpers: each takes the value and its field path, and returns the clean value ----

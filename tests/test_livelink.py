@@ -7,18 +7,16 @@ import random
 
 import pytest
 
+from backend.retarget.calibration import MODEL_SHAPE_KEYS as MODEL_KEYS
 from shared.animation import AnimationClip, euler_ypr_to_quaternion
 from shared.bundle_fields import BundleError
-from shared.livelink import arkit_curve, arkit_to_model, model_to_arkit, read_livelink_csv, write_livelink_csv
-
-MODEL_KEYS = (
-    "browDown_L browDown_R browInnerUp_L browInnerUp_R browOuterUp_L browOuterUp_R cheekPuff_L cheekPuff_R "
-    "cheekSquint_L cheekSquint_R eyeBlink_L eyeBlink_R eyeLookDown_L eyeLookDown_R eyeLookIn_L eyeLookIn_R "
-    "eyeLookOut_L eyeLookOut_R eyeLookUp_L eyeLookUp_R eyeSquint_L eyeSquint_R eyeWide_L eyeWide_R jawForward "
-    "jawLeft jawOpen jawRight mouthClose mouthDimple_L mouthDimple_R mouthFrown_L mouthFrown_R mouthFunnel "
-    "mouthLeft mouthLowerDown_L mouthLowerDown_R mouthPress_L mouthPress_R mouthPucker mouthRight mouthRollLower "
-    "mouthRollUpper mouthShrugLower mouthShrugUpper mouthSmile_L mouthSmile_R mouthStretch_L mouthStretch_R "
-    "mouthUpperUp_L mouthUpperUp_R noseSneer_L noseSneer_R").split()
+from shared.livelink import (
+    arkit_curve,
+    arkit_to_model,
+    model_to_arkit,
+    read_livelink_csv,
+    write_livelink_csv,
+)
 
 # Written out by hand (not from the module) so a reordered constant cannot pass unnoticed.
 LIVE_LINK_HEADER = (

@@ -7,7 +7,6 @@ renders on CUDA, the torch rasteriser on CPU (keep ``size`` small there).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from backend.avatar.video_out import write_mp4
 from backend.errors import InputError
 from shared.animation import read_animation
 from shared.bundle import MANIFEST_FILE, BundleError, HeadManifest
+from shared.bundle_fields import read_json
 
 
 @dataclass
@@ -96,12 +96,9 @@ def _read_manifest(bundle_dir: Path) -> HeadManifest:
     """head.json alone (the service gets head.json and gaussians.ply, not the whole bundle)."""
     path = bundle_dir / MANIFEST_FILE
     try:
-        return HeadManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise InputError(str(bundle_dir), "has no head.json", "pass a head bundle folder", code="not_a_bundle") from None
-    except (ValueError, BundleError) as exc:
-        raise InputError(str(path), f"is not a valid head manifest ({exc})", "pass a head bundle folder",
-                         code="not_a_bundle") from None
+        return HeadManifest.from_dict(read_json(path, "the folder is not a HeadRig head bundle"))
+    except BundleError as exc:
+        raise InputError(str(path), exc.reason, "pass a head bundle folder", code="not_a_bundle") from None
 
 
 def _weights_at(clip, names: list[str], t: float) -> np.ndarray:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pygltflib as gl
 
+from backend.fitting.geometry import continuous_quaternions
+
 
 @dataclass
 class NodeAnimation:
@@ -23,15 +25,6 @@ class NodeAnimation:
     weights: np.ndarray
     rotation: np.ndarray
     translation: np.ndarray
-
-
-def continuous_quaternions(q: np.ndarray) -> np.ndarray:
-    """[N, 4] with each quaternion's sign flipped where needed to stay near its predecessor."""
-    q = np.array(q, dtype=np.float64)
-    for i in range(1, len(q)):
-        if np.dot(q[i], q[i - 1]) < 0:
-            q[i] = -q[i]
-    return q
 
 
 def add_node_animation(gltf: gl.GLTF2, binary, node: int, anim: NodeAnimation) -> None:

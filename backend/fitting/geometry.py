@@ -36,6 +36,18 @@ def matrix_to_axis_angle(matrix: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(np.asarray(matrix, np.float64)).as_rotvec()
 
 
+def continuous_quaternions(quaternions: np.ndarray) -> np.ndarray:
+    """[N, 4] quaternions with signs flipped so consecutive ones have a non-negative dot product.
+
+    q and -q are the same rotation; interpolating or filtering components across a sign flip
+    would swing the long way round."""
+    q = np.array(quaternions, dtype=np.float64)
+    for i in range(1, len(q)):
+        if np.dot(q[i], q[i - 1]) < 0.0:
+            q[i] = -q[i]
+    return q
+
+
 def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity with dst ~ s * R @ src + t.
 

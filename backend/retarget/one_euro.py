@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from backend.fitting.geometry import continuous_quaternions as continuous_hemisphere  # noqa: F401  (part of this API)
+
 
 @dataclass(frozen=True)
 class OneEuroConfig:
@@ -92,19 +94,6 @@ def one_euro_filter(values: np.ndarray, times: np.ndarray, config: OneEuroConfig
         x_hat += _alpha(config.min_cutoff + config.beta * speed, dt) * (x2[i] - x_hat)
         out[i] = x_hat
     return out[:, 0] if flat else out
-
-
-def continuous_hemisphere(quaternions: np.ndarray) -> np.ndarray:
-    """[N, 4] quaternions with signs flipped so consecutive ones have a non-negative dot product.
-
-    q and -q are the same rotation; without this a sign flip between frames would look like a
-    full turn to a filter that works on the components.
-    """
-    q = np.array(quaternions, dtype=np.float64)
-    for i in range(1, len(q)):
-        if np.dot(q[i], q[i - 1]) < 0.0:
-            q[i] = -q[i]
-    return q
 
 
 def one_euro_quaternion(quaternions: np.ndarray, times: np.ndarray,

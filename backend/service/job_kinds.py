@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backend.service.jobstore import describe_files, fsync_dir, sha256_file
+from backend.service.jobstore import describe_files, sha256_file
+from shared.bundle import staged_folder
 from shared.media import is_video_path
 
 MAX_MESSAGE = 1000      # characters of a failure message
@@ -122,15 +121,11 @@ def run_turntable(runner, job_id: str, params: dict, inputs: list[Path], result_
     opts = TurntableOptions(**{k: (int(v) if k != "fps" else float(v)) for k, v in params.items()})
     folder = inputs[0].parent
     animation = folder / "animation.json" if "animation.json" in names else None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{result_dir.name}.tmp-", dir=result_dir.parent))
-    try:
+    if result_dir.exists():  # a result is written once
+        raise FileExistsError(f"result folder exists: {result_dir}")
+    with staged_folder(result_dir) as tmp:
         render_turntable(folder, tmp / "turntable.mp4", opts, animation=animation, asset=runner.reconstructor(job_id).asset,
                          on_frame=lambda done, total: runner.progress(job_id, "render", done / total, ""))
-        fsync_dir(tmp)
-        os.rename(tmp, result_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     runner.progress(job_id, "finished", 1.0, "")
     return describe_files(result_dir)
 
@@ -142,16 +137,9 @@ def write_result_folder(result_dir: Path, files: dict[str, bytes]) -> None:
     """Write ``files`` into a hidden sibling temp folder, fsync, and rename it to ``result_dir``."""
     if result_dir.exists():  # os.rename would silently replace an empty folder
         raise FileExistsError(f"result folder exists: {result_dir}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{result_dir.name}.tmp-", dir=result_dir.parent))
-    try:
+    with staged_folder(result_dir) as tmp:
         for name, data in files.items():
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        fsync_dir(tmp)
-        os.rename(tmp, result_dir)
-        fsync_dir(result_dir.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -9,7 +9,6 @@ Limits are checked from the container header before any frame is decoded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -125,14 +124,6 @@ def probe_video(path: str | os.PathLike, limits: VideoLimits | None = None) -> V
     if rotation in (90, 270):
         width, height = height, width
     return VideoInfo(shown, width, height, rotation, fps, duration, frames, codec, size)
-
-
-def hash_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_frames(info: VideoInfo, report: DecodeReport, wanted: set[int] | None = None) -> Iterator[VideoFrame]:

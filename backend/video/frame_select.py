@@ -19,14 +19,20 @@ _LEFT_EYE_OPEN = (386, 374)
 _BROW_RAISE = ((105, 159), (334, 386))
 
 
+def gap_iod(points: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
+    """Distance between two landmarks in inter-ocular units (iris centre to iris centre).
+
+    points: [..., 478, 2+] pixels -> [...]."""
+    iod = np.maximum(np.linalg.norm(points[..., 468, :2] - points[..., 473, :2], axis=-1), 1.0)
+    return np.linalg.norm(points[..., pair[0], :2] - points[..., pair[1], :2], axis=-1) / iod
+
+
 def frame_features(points: np.ndarray, yaw_deg: float, pitch_deg: float) -> np.ndarray:
     """[6] features of one frame, each scaled so that 1 is a clearly visible change.
 
     points: [478, 3] landmarks in pixels."""
-    iod = max(float(np.linalg.norm(points[468, :2] - points[473, :2])), 1.0)
-
     def dist(pair) -> float:
-        return float(np.linalg.norm(points[pair[0], :2] - points[pair[1], :2])) / iod
+        return float(gap_iod(points, pair))
 
     eyes = (dist(_RIGHT_EYE_OPEN) + dist(_LEFT_EYE_OPEN)) / 2
     brows = (dist(_BROW_RAISE[0]) + dist(_BROW_RAISE[1])) / 2

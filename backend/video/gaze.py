@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.headmodel.asset import HeadModelAsset
+from backend.video.frame_select import gap_iod
 
 RIGHT_IRIS, LEFT_IRIS = 468, 473  # MediaPipe: the subject's right eye is on the image's left
 
@@ -111,10 +112,9 @@ def lid_blink(points: np.ndarray, open_quantile: float = 0.9, closed_ratio: floa
     a closed eye leaves MediaPipe's lid points about ``closed_ratio`` of that apart. The landmark
     fit alone underrates blinks: a few lid points against hundreds of others, and the fit's
     sparsity prior, hold the weight back (measured on the synthetic clips)."""
-    iod = np.maximum(np.linalg.norm(points[:, LEFT_IRIS, :2] - points[:, RIGHT_IRIS, :2], axis=1), 1.0)
     out = np.zeros((len(points), 2))
     for e, pairs in enumerate(_LID_PAIRS):
-        gap = np.mean([np.linalg.norm(points[:, a, :2] - points[:, b, :2], axis=1) for a, b in pairs], axis=0) / iod
+        gap = np.mean([gap_iod(points, pair) for pair in pairs], axis=0)
         open_level = np.quantile(gap, open_quantile)
         closed_level = closed_ratio * open_level
         out[:, e] = np.clip((open_level - gap) / max(open_level - closed_level, 1e-6), 0.0, 1.0)

@@ -9,9 +9,6 @@ the frames that face it best.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,11 +24,13 @@ from backend.bundle.gltf_writer import build_head_glb
 from backend.bundle.overlay import contact_sheet, draw_overlay
 from backend.bundle.texture_bake import bake_texture
 from backend.errors import InputError
+from backend.fitting.geometry import continuous_quaternions
 from backend.reconstruct import iris_colour, png_bytes
 from backend.video.decode import DecodeReport, read_frames
+from backend.video.frame_select import gap_iod
 from backend.video.track import VideoOptions, VideoTrack, track_video
 from shared.animation import ANIMATION_FILE, AnimationClip, animation_bytes
-from shared.bundle import InputRecord, write_bundle
+from shared.bundle import InputRecord, staged_folder, write_bundle
 
 # OpenCV camera axes (y down, z forward) -> glTF axes (y up, z towards the viewer).
 _CV_TO_GL = np.diag([1.0, -1.0, -1.0])
@@ -50,10 +49,7 @@ def clip_from_track(track: VideoTrack, names: list[str]) -> AnimationClip:
     """The animation of a tracked clip (see ``shared.animation`` for axes and units)."""
     rot_cv = track.rotation_matrices()
     rot_gl = _CV_TO_GL @ rot_cv  # a face looking into the camera -> identity
-    quat = Rotation.from_matrix(rot_gl).as_quat()[:, [3, 0, 1, 2]]  # scipy's x, y, z, w -> w, x, y, z
-    for i in range(1, len(quat)):
-        if np.dot(quat[i], quat[i - 1]) < 0:
-            quat[i] = -quat[i]
+    quat = continuous_quaternions(Rotation.from_matrix(rot_gl).as_quat()[:, [3, 0, 1, 2]])  # scipy x, y, z, w -> w, x, y, z
     origin = np.median(track.translations, axis=0) / 100.0
     trans_gl = (track.translations / 100.0 - origin) @ _CV_TO_GL.T
     info = track.info
@@ -227,9 +223,8 @@ def _texture_frames(track: VideoTrack, count: int) -> list[int]:
 
 def _calmness(points: np.ndarray) -> float:
     """0 for a closed mouth and open eyes, growing with the lip gap and with closing eyes."""
-    iod = max(float(np.linalg.norm(points[468, :2] - points[473, :2])), 1.0)
-    lips = np.linalg.norm(points[13, :2] - points[14, :2]) / iod
-    eyes = (np.linalg.norm(points[159, :2] - points[145, :2]) + np.linalg.norm(points[386, :2] - points[374, :2])) / (2 * iod)
+    lips = gap_iod(points, (13, 14))
+    eyes = (gap_iod(points, (159, 145)) + gap_iod(points, (386, 374))) / 2
     return float(lips / 0.03 + max(0.0, 0.14 - eyes) / 0.03)
 
 
@@ -242,23 +237,15 @@ def _frame_pose(track: VideoTrack, index: int) -> SimpleNamespace:
 
 
 def _write_result_folder(out_dir: Path, clip: AnimationClip, force: bool, write_csv) -> None:
-    """animation.json + livelink.csv into ``out_dir`` via a temp folder renamed into place."""
+    """animation.json, livelink.csv and retarget.json into ``out_dir``, atomically."""
     if out_dir.exists():
         if not force:
             raise InputError(str(out_dir), "already exists", "choose another folder or pass --force", code="exists")
         if not out_dir.is_dir() or not ((out_dir / ANIMATION_FILE).is_file() or not any(out_dir.iterdir())):
             raise InputError(str(out_dir), "exists and is not a HeadRig animation folder; refusing to replace it",
                              "choose another folder", code="exists")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as tmp:
         (tmp / ANIMATION_FILE).write_bytes(animation_bytes(clip))
         write_csv(clip, tmp / "livelink.csv")
         (tmp / "retarget.json").write_text(json.dumps({"calibration": clip.calibration, "target": clip.target,
                                                         "notes": clip.notes}, indent=1) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

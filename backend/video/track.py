@@ -17,14 +17,29 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from backend.errors import InputError
-from backend.fitting.geometry import axis_angle_to_matrix
+from backend.fitting.geometry import axis_angle_to_matrix, continuous_quaternions
 from backend.fitting.landmark_fit import FitResult, Observation
 from backend.fitting.tracking import TrackConfig, track_frames
 from backend.retarget.one_euro import OneEuroConfig, one_euro_filter
-from backend.video.decode import DecodeReport, VideoInfo, VideoLimits, hash_file, probe_video, read_frames
+from backend.video.decode import (
+    DecodeReport,
+    VideoInfo,
+    VideoLimits,
+    probe_video,
+    read_frames,
+)
 from backend.video.face_track import VideoFaceTracker
 from backend.video.frame_select import frame_features, pick_frames
-from backend.video.gaze import LEFT_IRIS, RIGHT_IRIS, EyeModel, GazeRange, estimate_gaze, gaze_weights, lid_blink
+from backend.video.gaze import (
+    LEFT_IRIS,
+    RIGHT_IRIS,
+    EyeModel,
+    GazeRange,
+    estimate_gaze,
+    gaze_weights,
+    lid_blink,
+)
+from shared.bundle import sha256_file
 
 _NO_FACE_HINT = "use a clip where one human face is visible, lit and unobstructed for most of its length"
 
@@ -90,7 +105,7 @@ def track_video(rec, path: str | Path, options: VideoOptions,
     report_progress = on_progress or (lambda stage, fraction: None)
     shown = str(path)
     info = probe_video(path, options.limits)
-    info.sha256 = hash_file(path)
+    info.sha256 = sha256_file(Path(path))
     name = Path(shown).name
 
     report = DecodeReport()
@@ -218,10 +233,7 @@ def _fill(times: np.ndarray, have: np.ndarray, values: np.ndarray) -> np.ndarray
 
 def _fill_rotations(times: np.ndarray, have: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     """[N, 3] axis-angle: tracked rotations, the rest by normalised quaternion interpolation."""
-    quat = Rotation.from_matrix(matrices).as_quat()
-    for i in range(1, len(quat)):  # sign continuity, else interpolation takes the long way
-        if np.dot(quat[i], quat[i - 1]) < 0:
-            quat[i] = -quat[i]
+    quat = continuous_quaternions(Rotation.from_matrix(matrices).as_quat())
     filled = _fill(times, have, quat)
     filled /= np.linalg.norm(filled, axis=1, keepdims=True)
     return Rotation.from_quat(filled).as_rotvec()
