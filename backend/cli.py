@@ -22,7 +22,8 @@ def _quiet_native_logs() -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from backend.reconstruct import ReconstructOptions, reconstruct_photos
+    from backend.reconstruct import reconstruct_photos
+    from backend.video_commands import reconstruct_options
 
     from backend.errors import InputError
     from backend.video.decode import is_video_path
@@ -42,8 +43,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.avatar:
         raise InputError(args.photos[0], "--avatar needs a video", "reconstruct from a clip to fit the Gaussian avatar",
                          code="bad_option")
-    options = ReconstructOptions(progress=not args.quiet, max_pixels=args.max_pixels)
-    result = reconstruct_photos([Path(p) for p in args.photos], out, options, force=args.force)
+    result = reconstruct_photos([Path(p) for p in args.photos], out, reconstruct_options(args), force=args.force)
     q = result.manifest.quality
     print(f"Head bundle: {result.bundle_dir.resolve()}")
     print(f"  landmark error {q['landmark_rmse_px']:.2f} px ({100 * q['landmark_rmse_iod']:.1f}% of eye distance), "
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     rec.add_argument("--max-pixels", type=int, default=50_000_000, help="refuse images larger than this (default 50 MP)")
+    rec.add_argument("--photometric-steps", type=int, default=None, metavar="N",
+                     help="steps of the dense photometric shape fit after the landmark fit (default: the preset's; "
+                          "0 = landmarks only, fastest; BENCHMARKS.md shows error versus seconds)")
     rec.add_argument("--max-seconds", type=float, default=600.0, help="refuse videos longer than this (default 600)")
     rec.add_argument("--avatar", choices=("fast", "quality"), default=None,
                      help="also fit a Gaussian avatar bound to the mesh (video only): fast = CPU minutes, quality = GPU")

@@ -44,6 +44,7 @@ class Photo:
     path: str
     rgb: np.ndarray
     sha256: str
+    focal_px: float | None = None  # from the camera's EXIF, when it says; None otherwise
 
     @property
     def width(self) -> int:
@@ -73,7 +74,40 @@ def load_photo(path: str | os.PathLike, max_pixels: int = 50_000_000) -> Photo:
     digest = hashlib.sha256(file_bytes).hexdigest()
     image = _decode(file_bytes, shown, max_pixels)
     rgb = _to_rgb_uint8(image, shown)
-    return Photo(path=shown, rgb=np.ascontiguousarray(rgb), sha256=digest)
+    return Photo(path=shown, rgb=np.ascontiguousarray(rgb), sha256=digest,
+                 focal_px=exif_focal_px(image, rgb.shape[1], rgb.shape[0]))
+
+
+# A 35 mm film frame's diagonal: "35 mm equivalent" focal lengths are scaled to it.
+FULL_FRAME_DIAGONAL_MM = 43.2666
+
+
+def focal_from_35mm(focal_35mm: float, width: int, height: int) -> float:
+    """Focal length in pixels of an image whose lens is ``focal_35mm`` (35 mm equivalent)."""
+    return float(focal_35mm) * float(np.hypot(width, height)) / FULL_FRAME_DIAGONAL_MM
+
+
+def exif_focal_px(image: Image.Image, width: int, height: int) -> float | None:
+    """The focal length in pixels from EXIF's FocalLengthIn35mmFilm (tag 0xA405), or from FocalLength
+    (0x920A) with the sensor width from FocalPlaneXResolution (0xA20E, unit 0xA210); None when the
+    camera did not say or says something implausible (under 10 mm or over 1200 mm equivalent)."""
+    try:
+        exif = image.getexif().get_ifd(0x8769)
+    except Exception:  # a malformed EXIF block must not fail the photo: it only loses the hint
+        return None
+    f35 = exif.get(0xA405)
+    if f35 and 10 <= float(f35) <= 1200:
+        return focal_from_35mm(float(f35), width, height)
+    focal, xres, unit = exif.get(0x920A), exif.get(0xA20E), exif.get(0xA210, 2)
+    mm_per_unit = {2: 25.4, 3: 10.0, 4: 1.0}.get(int(unit or 2))
+    if focal and xres and mm_per_unit and float(xres) > 0:
+        # Resolution is pixels per unit at the sensor's original width; scale to this image.
+        original_width = max(int(image.getexif().get(0xA002, 0) or exif.get(0xA002, 0) or width), 1)
+        sensor_mm = original_width / float(xres) * mm_per_unit
+        f_px = float(focal) / sensor_mm * original_width * width / original_width
+        if 10 <= float(focal) / sensor_mm * 36.0 <= 1200:
+            return f_px
+    return None
 
 
 def _read_bytes(path: Path, shown: str) -> bytes:

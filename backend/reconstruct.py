@@ -25,6 +25,7 @@ from backend.bundle.texture_bake import PhotoView, bake_texture, cached_texel_ma
 from backend.errors import InputError
 from backend.fitting.geometry import axis_angle_to_matrix
 from backend.fitting.landmark_fit import FitConfig, FitResult, LandmarkFitter, Observation, PhotoFit
+from backend.fitting.photometric import PhotometricConfig, PhotometricRefiner
 from backend.headmodel.ict_source import cache_dir, load_ict
 from backend.image_input import Photo, load_photo
 from backend.landmarks import FaceLandmarker, PersonSegmenter
@@ -32,13 +33,17 @@ from backend.landmarks.correspondence import load_correspondence
 from shared.bundle import CameraIntrinsics, HeadManifest, InputFit, InputRecord, write_bundle
 
 
-STAGES = 6  # load, landmarks, fit, texture, gltf, write
+# The texture as the photos show it (their light baked in); texture.png is the albedo beside it.
+SHADED_TEXTURE = "texture_shaded.png"
+STAGES = 7  # load, landmarks, fit, photometric, texture, gltf, write
 
 
 @dataclass
 class ReconstructOptions:
     max_pixels: int = 50_000_000
     fit: FitConfig = field(default_factory=FitConfig)
+    # The dense photometric stage after the landmark fit; steps = 0 turns it off.
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     # Plausibility of a human face: MediaPipe annotates animals too (see FitResult.implausibility).
     max_implausibility: float = 3.25
     progress: bool = True
@@ -64,6 +69,7 @@ class Reconstructor:
         self.asset = load_ict(progress=self.options.progress)
         self.correspondence = load_correspondence()
         self.fitter = LandmarkFitter(self.asset, self.correspondence, self.options.fit)
+        self.refiner = PhotometricRefiner(self.fitter, self.options.photometric)
         self.landmarker = FaceLandmarker()
         self.segmenter = PersonSegmenter()
         self._edges = face_edges(self.asset.triangles, self.asset.parts["face"][1] + 1)
@@ -112,15 +118,24 @@ class Reconstructor:
 
         t = time.perf_counter()
         observations = [Observation(m.points, ph.width, ph.height) for m, ph in zip(marks, photos)]
-        fit = self.fitter.fit(observations)
+        known = [ph.focal_px for ph in photos if ph.focal_px]
+        fit = self.fitter.fit(observations, known_focal=float(np.median(known)) if known else None)
         self._check_plausible(fit, photos)
         stage("fit", t)
 
         t = time.perf_counter()
+        lighting: list[np.ndarray | None] = [None] * len(photos)
+        if self.options.photometric.steps > 0:
+            refined = self.refiner.refine(observations, [ph.rgb for ph in photos], masks, fit, focal_known=bool(known))
+            fit, lighting = refined.fit, refined.lighting
+        stage("photometric", t)
+
+        t = time.perf_counter()
         neutral = self.asset.vertices(fit.identity)
-        views = [self.view(ph.rgb, mask, fit.identity, p) for ph, mask, p in zip(photos, masks, fit.photos)]
-        texture, coverage = bake_texture(self.texels, views, *self.skin_masks)
-        texture_png = png_bytes(texture)
+        views = [self.view(ph.rgb, mask, fit.identity, p, light) for ph, mask, p, light in zip(photos, masks, fit.photos, lighting)]
+        baked = bake_texture(self.texels, views, *self.skin_masks)
+        texture_png, coverage = png_bytes(baked.albedo), baked.coverage
+        shaded_png = png_bytes(baked.shaded)
         stage("texture", t)
 
         t = time.perf_counter()
@@ -133,8 +148,9 @@ class Reconstructor:
         notes = [note for m in marks for note in m.notes]
         inputs = [InputRecord(Path(ph.path).name, ph.sha256, ph.width, ph.height) for ph in photos]
         manifest = self._manifest(inputs, fit, list(range(len(photos))), coverage, notes, job_id)
-        manifest.files = {"head.glb": {"role": "mesh"}, "texture.png": {"role": "texture"}, "fit_overlay.png": {"role": "preview"}}
-        files = {"head.glb": glb, "texture.png": texture_png, "fit_overlay.png": png_bytes(np.asarray(overlay))}
+        manifest.files = {"head.glb": {"role": "mesh"}, "texture.png": {"role": "texture"},
+                          SHADED_TEXTURE: {"role": "texture_shaded"}, "fit_overlay.png": {"role": "preview"}}
+        files = {"head.glb": glb, "texture.png": texture_png, SHADED_TEXTURE: shaded_png, "fit_overlay.png": png_bytes(np.asarray(overlay))}
         written = write_bundle(out_dir, manifest, files, force=force)
         stage("write", t)
         bar.close()
@@ -164,13 +180,15 @@ class Reconstructor:
                     code="implausible_face",
                 )
 
-    def view(self, rgb: np.ndarray, mask: np.ndarray, identity: np.ndarray, p: PhotoFit) -> PhotoView:
-        """An image as the texture baker sees it, with the fitted head in its camera frame."""
+    def view(self, rgb: np.ndarray, mask: np.ndarray, identity: np.ndarray, p: PhotoFit,
+             lighting: np.ndarray | None = None) -> PhotoView:
+        """An image as the texture baker sees it, with the fitted head in its camera frame and, when
+        the photometric stage ran, its lighting ([9, 3] SH), so the bake can remove the shading."""
         shape = self.asset.vertices(identity, p.expression)
         rot = axis_angle_to_matrix(torch.tensor(p.rotation, dtype=torch.float64)).numpy()
         verts = shape @ rot.T + p.translation
         normals = vertex_normals(verts, self.asset.triangles)
-        return PhotoView(rgb, mask, verts, normals, p.focal, p.principal)
+        return PhotoView(rgb, mask, verts, normals, p.focal, p.principal, lighting)
 
     def _manifest(self, inputs: list[InputRecord], fit: FitResult, input_of_fit: list[int], coverage: float,
                   notes: list[str], job_id: str | None, frames: list[int] | None = None) -> HeadManifest:

@@ -13,10 +13,21 @@ from backend.errors import InputError
 EXIT_OK = 0
 
 # Share of the progress bar per stage (landmarks dominate: every frame is decoded and searched).
-_STAGES = {"landmarks": (0, 60), "identity": (60, 65), "tracking": (65, 92), "texture": (92, 98), "gltf": (98, 100),
+_STAGES = {"landmarks": (0, 55), "identity": (55, 58), "photometric": (58, 65), "tracking": (65, 92), "texture": (92, 98), "gltf": (98, 100),
            "finished": (100, 100)}
-_AVATAR_STAGES = {"landmarks": (0, 15), "identity": (15, 17), "tracking": (17, 25), "texture": (25, 27),
+_AVATAR_STAGES = {"landmarks": (0, 14), "identity": (14, 15), "photometric": (15, 17), "tracking": (17, 25), "texture": (25, 27),
                   "avatar": (27, 98), "gltf": (98, 100), "finished": (100, 100)}
+
+
+def reconstruct_options(args: argparse.Namespace):
+    """ReconstructOptions from the ``reconstruct`` command's arguments."""
+    from backend.fitting.photometric import PhotometricConfig
+    from backend.reconstruct import ReconstructOptions
+
+    steps = getattr(args, "photometric_steps", None)
+    photometric = PhotometricConfig() if steps is None else PhotometricConfig(steps=max(int(steps), 0))
+    return ReconstructOptions(progress=not args.quiet, max_pixels=args.max_pixels,
+                              photometric=photometric)
 
 
 class StageBar:
@@ -39,10 +50,10 @@ class StageBar:
 
 
 def reconstruct_video(args: argparse.Namespace, video: Path, out: Path) -> int:
-    from backend.reconstruct import ReconstructOptions, Reconstructor
+    from backend.reconstruct import Reconstructor
     from backend.video.pipeline import VideoPipeline
 
-    with Reconstructor(ReconstructOptions(progress=not args.quiet)) as rec:
+    with Reconstructor(reconstruct_options(args)) as rec:
         pipeline = VideoPipeline(rec)
         pipeline.options.limits.max_seconds = args.max_seconds
         bar = StageBar("Reconstructing from video", not args.quiet, _AVATAR_STAGES if args.avatar else None)

@@ -40,6 +40,7 @@ from PIL import Image
 from backend.headmodel.asset import HeadModelAsset
 from bench.synthetic import _renderer_name
 from bench.synthetic_scene import BlenderRenderer, composite
+from bench.offmodel import BUMP_TAG, draw_bumps, off_model_displacement
 from bench.synthetic_textures import collect_textures, ensure_procedural_textures
 from bench.synthetic_verify import MEDIAPIPE_CHECK, _overlay, mediapipe_landmarks
 from bench.synthetic_video_script import (
@@ -105,16 +106,22 @@ class ClipRenderer:
         self.asset = asset
         self.renderer = BlenderRenderer(asset, samples=samples, denoise=denoise)
         self.spec: ClipSpec | None = None
+        self.displacement: np.ndarray | float = 0.0
 
-    def start(self, spec: ClipSpec) -> None:
+    def start(self, spec: ClipSpec, displacement: np.ndarray | None = None) -> None:
+        """``displacement``: [V, 3] cm added to every frame's mesh (an off-model head, ``bench.offmodel``)."""
         self.spec = spec
+        self.displacement = 0.0 if displacement is None else displacement
         # Frame 0 sits in the static segment: neutral, the rest pose the lights are aimed at.
-        self.renderer.set_sample(spec.sample_spec(0), posed_vertices(self.asset, spec.identity, spec.expressions[0]))
+        self.renderer.set_sample(spec.sample_spec(0), self._mesh(0))
+
+    def _mesh(self, i: int) -> np.ndarray:
+        return posed_vertices(self.asset, self.spec.identity, self.spec.expressions[i]) + self.displacement
 
     def frame(self, i: int, size: int, path: Path, seed: int = 0) -> np.ndarray:
         """Render frame ``i`` to ``path`` (RGB PNG with sensor noise); returns [size, size, 3] uint8."""
         spec, r = self.spec, self.renderer
-        cam = posed_vertices(self.asset, spec.identity, spec.expressions[i]) @ spec.rotations[i].T + spec.translations[i]
+        cam = self._mesh(i) @ spec.rotations[i].T + spec.translations[i]
         r.mesh.vertices.foreach_set("co", (cam * np.array([0.01, -0.01, -0.01])).astype(np.float32).ravel())
         r.mesh.update()
         r.scene.cycles.seed = i  # fresh render noise per frame, as a camera's would be
@@ -128,8 +135,11 @@ class ClipRenderer:
 def generate(asset: HeadModelAsset, out: Path, clips: int = 4, frames: int = 100, seed: int = 500, size: int = 512,
              fps: float = 25.0, static_frames: int = 25, samples: int = 8, textures: list[str] | None = None,
              n_procedural: int = 8, start: int = 0, force: bool = False, denoise: bool = True,
-             command: str | None = None, log=print) -> dict:
-    """Render clips ``start .. start + clips - 1`` into ``out``; returns the manifest (dataset.json)."""
+             off_model_mm: float = 0.0, command: str | None = None, log=print) -> dict:
+    """Render clips ``start .. start + clips - 1`` into ``out``; returns the manifest (dataset.json).
+
+    ``off_model_mm`` > 0: every head gets smooth bumps outside the model's span with that RMS over
+    the face (``bench.offmodel``), recorded under ``off_model`` in the clip's JSON."""
     out.mkdir(parents=True, exist_ok=True)
     procedural = not textures
     if procedural:
@@ -144,7 +154,12 @@ def generate(asset: HeadModelAsset, out: Path, clips: int = 4, frames: int = 100
         record = clip_record(asset, spec, size)
         if renderer is None:
             renderer = ClipRenderer(asset, samples, denoise)
-        renderer.start(spec)
+        displacement = None
+        if off_model_mm > 0:
+            bumps = draw_bumps(asset, np.random.default_rng([seed, index, BUMP_TAG]), off_model_mm)
+            displacement = off_model_displacement(asset, bumps, spec.identity)
+            record["off_model"] = bumps.to_json()
+        renderer.start(spec, displacement)
         folder = stem.with_suffix(".frames")
         folder.mkdir(exist_ok=True)
         paths = [folder / f"{i:04d}.png" for i in range(spec.n_frames)]
@@ -238,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=8, help="Cycles samples per pixel (denoised)")
     parser.add_argument("--textures", nargs="*", default=[], help="atlas PNGs or folders; default: procedural")
     parser.add_argument("--force", action="store_true", help="re-render clips that already exist")
+    parser.add_argument("--off-model-mm", type=float, default=0.0, help="RMS (mm) of off-model bumps on every head; 0: in-model")
     parser.add_argument("--verify", action="store_true", help="run the MediaPipe check after rendering")
     parser.add_argument("--verify-only", action="store_true")
     parser.add_argument("--verify-every", type=int, default=10, help="check every N-th frame")
@@ -248,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m bench.synthetic_video " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
         manifest = generate(load_ict(progress=False), args.out, args.clips, args.frames, args.seed, args.size, args.fps,
                             args.static_frames, args.samples, collect_textures(args.textures), start=args.start,
-                            force=args.force, command=command)
+                            force=args.force, off_model_mm=args.off_model_mm, command=command)
         print(f"{len(manifest['clips'])} clips in {args.out}; mean render seconds per frame "
               f"{manifest['render_seconds_per_frame_this_run']}")
     if (args.verify or args.verify_only) and not verify_clips(args.out, args.verify_every)["convention_ok"]:

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from backend.fitting.shading import linear_to_srgb, sh_basis_np, srgb_to_linear
 from backend.headmodel.asset import HeadModelAsset
 from backend.texture_layout import ATLAS_SIZE, SKIN_MATERIALS, atlas_uv
 
@@ -93,6 +94,23 @@ class PhotoView:
     normals_cam: np.ndarray
     focal: float
     principal: tuple[float, float]
+    lighting: np.ndarray | None = None  # [9, 3] linear SH irradiance (backend.fitting.shading), if fitted
+
+
+@dataclass
+class Bake:
+    """shaded: [H, W, 3] uint8 atlas as the photos show it; albedo: the same with each view's fitted
+    shading divided out (equal to ``shaded`` where no view has lighting); coverage: fraction of
+    skin texels seen by some photo."""
+
+    shaded: np.ndarray
+    albedo: np.ndarray
+    coverage: float
+
+
+# Irradiance below this (relative to the face's median) is too dark to divide by: shadowed skin
+# would turn to noise; such samples keep their weight low instead.
+MIN_IRRADIANCE = 0.25
 
 
 def project_points(points: np.ndarray, focal: float, principal: tuple[float, float]) -> np.ndarray:
@@ -152,7 +170,7 @@ def skin_likelihood(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def bake_texture(texels: TexelMap, views: list[PhotoView], skin_gated: np.ndarray | None = None,
                  skin_reference: np.ndarray | None = None, min_cos: float = 0.2,
-                 best_view_power: float = 0.0) -> tuple[np.ndarray, float]:
+                 best_view_power: float = 0.0) -> Bake:
     """Blend all views into the atlas, each texel weighted by how squarely it faces each view.
 
     Args:
@@ -164,11 +182,12 @@ def bake_texture(texels: TexelMap, views: list[PhotoView], skin_gated: np.ndarra
             give each texel the colour of the frames facing it best, while still feathering where
             the best frame changes (no seams). Only the best cos is taken per vertex, ignoring
             occlusion: cheap, and occluded views only lower a texel's weights a little.
-    Returns:
-        texture: [H, W, 3] uint8 atlas; coverage: fraction of skin texels seen by some photo.
+    Views with ``lighting`` also contribute their colour divided by the irradiance of the texel's
+    normal (in linear RGB) to the albedo atlas, so Blender's lights do not light the skin twice.
     """
     n = len(texels.pixel)
     colour_sum = np.zeros((n, 3), np.float32)
+    albedo_sum = np.zeros((n, 3), np.float32)
     weight_sum = np.zeros(n, np.float32)
     best_cos = None
     if best_view_power > 0:
@@ -201,14 +220,33 @@ def bake_texture(texels: TexelMap, views: list[PhotoView], skin_gated: np.ndarra
             w[gate] *= likelihood * (likelihood > 0.3)
         colour_sum[idx] += sampled * w[:, None]
         weight_sum[idx] += w
+        albedo_sum[idx] += _unshade(sampled, view, corners[vis], bary[vis]) * w[:, None]
+    seen = weight_sum > 1e-3
+    shaded = _atlas(texels, colour_sum, weight_sum, seen)
+    albedo = _atlas(texels, albedo_sum, weight_sum, seen) if any(v.lighting is not None for v in views) else shaded
+    return Bake(shaded, albedo, float(seen.mean()))
+
+
+def _atlas(texels: TexelMap, colour_sum: np.ndarray, weight_sum: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """[H, W, 3] uint8 atlas of the weighted mean colours, holes filled by pull-push."""
     width, height = texels.size
     colour = np.zeros((height * width, 3), np.float32)
     weight = np.zeros(height * width, np.float32)
-    seen = weight_sum > 1e-3
     colour[texels.pixel[seen]] = colour_sum[seen] / weight_sum[seen, None]
     weight[texels.pixel[seen]] = 1.0
     filled = pull_push_fill(colour.reshape(height, width, 3), weight.reshape(height, width))
-    return np.clip(filled + 0.5, 0, 255).astype(np.uint8), float(seen.mean())
+    return np.clip(filled + 0.5, 0, 255).astype(np.uint8)
+
+
+def _unshade(sampled: np.ndarray, view: PhotoView, corners: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """[N, 3] sRGB 0-255 samples with the view's fitted irradiance divided out (unchanged without lighting)."""
+    if view.lighting is None:
+        return sampled
+    normals = (view.normals_cam[corners] * bary[..., None]).sum(1)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
+    irradiance = np.maximum(sh_basis_np(normals) @ view.lighting, MIN_IRRADIANCE)
+    albedo = srgb_to_linear(sampled / 255.0) / irradiance
+    return (linear_to_srgb(albedo) * 255.0).astype(np.float32)
 
 
 def _vertex_cos(view: PhotoView) -> np.ndarray:

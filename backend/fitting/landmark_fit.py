@@ -146,12 +146,14 @@ class LandmarkFitter:
         return matrix_to_axis_angle(rot), np.array([tx, ty, tz])
 
     def fit(self, observations: list[Observation], init_identity: np.ndarray | None = None,
-            focal_prior: float | None = None) -> FitResult:
+            focal_prior: float | None = None, known_focal: float | None = None) -> FitResult:
         """Fit one identity and per-photo pose and expression to the observations' landmarks
-        (``focal_prior`` overrides the config's: many video frames need less of it)."""
+        (``focal_prior`` overrides the config's: many video frames need less of it). A
+        ``known_focal`` (pixels, from EXIF or the container) is held: landmarks alone leave the
+        focal length 16-40 % off."""
         cfg = self.config
-        f0 = cfg.initial_focal_factor * max(max(o.width, o.height) for o in observations)
-        spec = SolveSpec(focal=f0, identity=init_identity, optimise_identity=True, optimise_focal=True,
+        f0 = known_focal or cfg.initial_focal_factor * max(max(o.width, o.height) for o in observations)
+        spec = SolveSpec(focal=f0, identity=init_identity, optimise_identity=True, optimise_focal=known_focal is None,
                          rigid_steps=cfg.rigid_steps, steps=cfg.steps, lr=cfg.lr, focal_prior=focal_prior)
         solved = self.solve(observations, spec)
         photos = self.photo_fits(observations, solved)

@@ -9,6 +9,8 @@ Limits are checked from the container header before any frame is decoded.
 
 from __future__ import annotations
 
+import re
+
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ class VideoInfo:
     codec: str
     size_bytes: int
     sha256: str = ""
+    focal_35mm: float | None = None  # the lens (35 mm equivalent) when the container says, e.g. phone clips
 
 
 @dataclass
@@ -109,6 +112,7 @@ def probe_video(path: str | os.PathLike, limits: VideoLimits | None = None) -> V
             width, height = ctx.width, ctx.height
             codec = ctx.name
             frames = int(stream.frames or round(duration * fps))
+            focal_35mm = container_focal_35mm({**container.metadata, **stream.metadata})
     except InputError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
@@ -123,7 +127,20 @@ def probe_video(path: str | os.PathLike, limits: VideoLimits | None = None) -> V
                          "export the clip at a lower resolution", code="too_large")
     if rotation in (90, 270):
         width, height = height, width
-    return VideoInfo(shown, width, height, rotation, fps, duration, frames, codec, size)
+    return VideoInfo(shown, width, height, rotation, fps, duration, frames, codec, size, focal_35mm=focal_35mm)
+
+
+def container_focal_35mm(metadata: dict) -> float | None:
+    """The 35 mm equivalent focal length from container metadata (Apple's QuickTime key
+    ``com.apple.quicktime.camera.focal_length.35mm_equivalent`` and Android/ffmpeg variants: any
+    key naming a 35 mm focal length), or None; values outside 10-1200 mm are ignored."""
+    for key, value in metadata.items():
+        k = key.lower()
+        if "focal" in k and "35" in k:
+            match = re.search(r"[0-9]+(?:\.[0-9]+)?", str(value))
+            if match and 10.0 <= float(match.group()) <= 1200.0:
+                return float(match.group())
+    return None
 
 
 def read_frames(info: VideoInfo, report: DecodeReport, wanted: set[int] | None = None) -> Iterator[VideoFrame]:

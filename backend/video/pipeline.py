@@ -8,6 +8,7 @@ the frames that face it best.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -25,7 +26,8 @@ from backend.bundle.overlay import contact_sheet, draw_overlay
 from backend.bundle.texture_bake import bake_texture
 from backend.errors import InputError
 from backend.fitting.geometry import continuous_quaternions
-from backend.reconstruct import iris_colour, png_bytes
+from backend.avatar.train import PRESETS
+from backend.reconstruct import SHADED_TEXTURE, iris_colour, png_bytes
 from backend.video.decode import DecodeReport, read_frames
 from backend.video.frame_select import gap_iod
 from backend.video.track import VideoOptions, VideoTrack, track_video
@@ -116,13 +118,14 @@ class VideoPipeline:
         views = []
         for index in chosen:
             mask = rec.segmenter.mask(frames[index], f"{track.info.path} (frame {index})")
-            views.append(rec.view(frames[index], mask, track.identity, _frame_pose(track, index)))
+            views.append(rec.view(frames[index], mask, track.identity, _frame_pose(track, index), track.lighting))
         overlays = []
         for index, fit in zip(shown, track.identity_fit.photos):
             view = rec.view(frames[index], np.ones(frames[index].shape[:2], np.float32), track.identity, fit)
             overlays.append(draw_overlay(view, rec._edges, track.landmarks[index][:, :2], fit.projected))
-        texture, coverage = bake_texture(rec.texels, views, *rec.skin_masks, best_view_power=8.0)
-        texture_png = png_bytes(texture)
+        baked = bake_texture(rec.texels, views, *rec.skin_masks, best_view_power=8.0)
+        coverage = baked.coverage
+        texture_png, shaded_png = png_bytes(baked.albedo), png_bytes(baked.shaded)
         timings["texture"] = time.perf_counter() - t
 
         avatar_files: dict[str, bytes] = {}
@@ -131,8 +134,10 @@ class VideoPipeline:
             from backend.avatar.pipeline import build_avatar
 
             t = time.perf_counter()
-            result = build_avatar(rec, track, texture, avatar, lambda wanted: self._frames(track, wanted), progress)
-            track.identity = result.identity
+            # Identity was refined photometrically before tracking; holding it here keeps one head
+            # in the bundle (mesh, texture, animation and Gaussians all on the same identity).
+            config = dataclasses.replace(PRESETS[avatar], lr_identity=0.0)
+            result = build_avatar(rec, track, baked.shaded, avatar, lambda wanted: self._frames(track, wanted), progress, config)
             avatar_files = result.files
             avatar_means = result.report["heldout"]["mean"]
             timings["avatar"] = time.perf_counter() - t
@@ -157,13 +162,13 @@ class VideoPipeline:
             "video_damaged": track.report.damaged,
         })
         manifest.files = {"head.glb": {"role": "mesh"}, "texture.png": {"role": "texture"},
+                          SHADED_TEXTURE: {"role": "texture_shaded"},
                           "fit_overlay.png": {"role": "preview"}, ANIMATION_FILE: {"role": "animation"}}
-        files = {"head.glb": glb, "texture.png": texture_png, "fit_overlay.png": png_bytes(np.asarray(contact_sheet(overlays))),
+        files = {"head.glb": glb, "texture.png": texture_png, SHADED_TEXTURE: shaded_png, "fit_overlay.png": png_bytes(np.asarray(contact_sheet(overlays))),
                  ANIMATION_FILE: animation_bytes(clip), **avatar_files}
         manifest.files.update({"gaussians.ply": {"role": "gaussians"}, "avatar.json": {"role": "report"},
                                "avatar_sheet.png": {"role": "preview"}} if avatar_files else {})
         if avatar_files:
-            manifest.identity = [float(x) for x in track.identity]
             manifest.quality.update({f"avatar_heldout_{k}": float(v) for k, v in avatar_means.items()})
         write_bundle(out_dir, manifest, files, force=force)
         timings["write"] = time.perf_counter() - t

@@ -17,6 +17,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from backend.errors import InputError
+from backend.image_input import focal_from_35mm
 from backend.fitting.geometry import axis_angle_to_matrix, continuous_quaternions
 from backend.fitting.landmark_fit import FitResult, Observation
 from backend.fitting.tracking import TrackConfig, track_frames
@@ -89,6 +90,7 @@ class VideoTrack:
     report: DecodeReport
     landmarks: list[np.ndarray | None]
     notes: list[str] = field(default_factory=list)
+    lighting: np.ndarray | None = None  # [9, 3] SH lighting fitted by the photometric stage (camera axes)
 
     @property
     def n_frames(self) -> int:
@@ -136,9 +138,25 @@ def track_video(rec, path: str | Path, options: VideoOptions,
 
     report_progress("identity", 0.0)
     picked = _pick_identity_frames(rec, observations, np.asarray(sharpness)[tracked], options)
-    fit = rec.fitter.fit([observations[i] for i in picked], focal_prior=options.focal_prior)
+    known_focal = focal_from_35mm(info.focal_35mm, *size) if info.focal_35mm else None
+    chosen_obs = [observations[i] for i in picked]
+    fit = rec.fitter.fit(chosen_obs, focal_prior=options.focal_prior, known_focal=known_focal)
     _check_plausible(fit, shown)
     identity_frames = [int(tracked[i]) for i in picked]
+    lighting = None
+    if rec.options.photometric.steps > 0:
+        # The dense photometric stage on the identity frames: every later stage (tracking,
+        # texture, animation, avatar) is made with the refined identity and focal length.
+        report_progress("photometric", 0.0)
+        wanted = set(identity_frames)
+        images = {f.index: f.rgb for f in read_frames(info, DecodeReport(), wanted) if f.index in wanted}
+        if all(i in images for i in identity_frames):
+            masks = [rec.segmenter.mask(images[i], f"{shown} (frame {i})") for i in identity_frames]
+            refined = rec.refiner.refine(chosen_obs, [images[i] for i in identity_frames], masks, fit,
+                                         focal_known=known_focal is not None)
+            fit = refined.fit
+            # Light is fixed to the camera in a clip: one lighting for every frame's bake.
+            lighting = np.median(np.stack(refined.lighting), axis=0)
 
     report_progress("tracking", 0.0)
     names = list(rec.asset.expression_names)
@@ -188,7 +206,7 @@ def track_video(rec, path: str | Path, options: VideoOptions,
         translations=_fill(t, tracked, trans),
         gaze=_fill(t, tracked, gaze.reshape(len(tracked), 4)).reshape(n, 2, 2),
         landmark_rmse_px=rmse, missing=missing, gaps=gaps, identity_frames=identity_frames, identity_fit=fit,
-        report=report, landmarks=landmarks, notes=notes,
+        report=report, landmarks=landmarks, notes=notes, lighting=lighting,
     )
 
 
