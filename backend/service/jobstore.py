@@ -229,9 +229,15 @@ class JobStore:
                 fh.write(data)
             return have + len(data)
 
-    def finish_input(self, job_id: str, name: str) -> JobRecord:
-        """Check the received size and sha256 against the declaration and move the file into place.
-        A wrong hash discards the partial file (upload it again from 0); a short file is kept."""
+    def input_part(self, job_id: str, name: str) -> Path:
+        """The partial file of an input being uploaded (to hash it outside the store's lock)."""
+        with self._lock:
+            return self._upload_target(job_id, name)[2]
+
+    def finish_input(self, job_id: str, name: str, digest: str | None = None) -> JobRecord:
+        """Check the received size and sha256 (``digest`` if the caller hashed the part file already)
+        against the declaration and move the file into place. A wrong hash discards the partial file
+        (upload it again from 0); a short file is kept."""
         with self._lock:
             rec, decl, part = self._upload_target(job_id, name)
             if not part.exists() and decl["size"] == 0:
@@ -240,7 +246,7 @@ class JobStore:
             if have != decl["size"]:
                 raise UploadError(f"job {job_id}, input {name!r}: received {have} of {decl['size']} bytes; "
                                   f"send the rest from offset {have}", code="incomplete")
-            digest = sha256_file(part)
+            digest = digest or sha256_file(part)
             if digest != decl["sha256"]:
                 part.unlink()
                 raise UploadError(f"job {job_id}, input {name!r}: sha256 is {digest}, declared {decl['sha256']}; "
@@ -253,6 +259,25 @@ class JobStore:
             rec.updated = _now()
             self._write_state(self._job_dir(job_id), rec, durable=True)
             return self._view(rec)
+
+    def remove(self, job_id: str) -> None:
+        """Delete a finished job (retention): its folder goes first, then the record."""
+        with self._lock:
+            rec = self._require(job_id)
+            if rec.state not in TERMINAL:
+                raise IllegalTransition(f"job {job_id} is {rec.state}; only finished jobs are removed")
+            trash = self.jobs_dir / f".tmp-removed-{job_id}"  # renamed first: never half a job folder
+            os.rename(self._job_dir(job_id), trash)
+            fsync_dir(self.jobs_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+            del self._jobs[job_id]
+            self._keys.pop((rec.client, rec.request_key), None)
+            self._journal(rec, "removed")
+
+    def bytes_used(self) -> int:
+        """Declared inputs plus recorded results of every job (what the disk cap counts)."""
+        with self._lock:
+            return sum(sum(i["size"] for i in r.inputs) + sum(f["size"] for f in r.result_files) for r in self._jobs.values())
 
     def result_dir(self, job_id: str) -> Path:
         with self._lock:
