@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import errno
 import logging
 import os
 import queue
@@ -43,7 +44,7 @@ import ray
 
 from backend.service.job_kinds import KINDS
 from backend.service.jobstore import INTERRUPTED, describe_files
-from backend.service.runner import Runner
+from backend.service.runner import DISK_FULL, Runner
 from shared.folders import staged_folder
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,11 @@ class RayEngine:
             job = self._writes.pop(future)
             try:
                 self._pending.append(("done", job.job_id, future.result()))
+            except OSError as exc:
+                log.exception("writing the result of job %s failed", job.job_id)
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                self._pending.append(("failed", job.job_id, "disk_full" if full else "internal",
+                                      DISK_FULL if full else f"could not store the result ({exc})"[:1000]))
             except Exception as exc:
                 log.exception("writing the result of job %s failed", job.job_id)
                 self._pending.append(("failed", job.job_id, "internal", f"could not store the result ({exc})"[:1000]))

@@ -1,22 +1,20 @@
 """``headrig serve``: the ZeroMQ job server the Blender add-on talks to.
 
-One ROUTER socket and one thread. The loop polls the socket and drains worker events every ~50 ms;
-compute runs in ``WorkerPool`` processes, so a job never stalls the socket and a crashing job never
-takes the server down. Every state change goes to ``JobStore`` (on disk, journaled) before the
+One ROUTER socket and one thread. The loop polls the socket and drains engine events every ~50 ms;
+compute runs in an engine (``engines``: local worker processes or a Ray cluster), so a job never
+stalls the socket and a crashing job never takes the server down; uploads are hashed on a helper
+thread for the same reason. Every state change goes to ``JobStore`` (on disk, journaled) before the
 client hears of it, so a reply the client saw is never contradicted after a crash.
 
-Who is a client: with CURVE keys, the client's public key (set by ZAP, cannot be forged); without
-keys, the name sent in ``hello`` (advisory: plaintext servers only listen on loopback, see
-``security.check_bind_allowed``, and every local user can reach every job). Ownership, per-client
-limits and fair share use that id; admin keys (``admins/``) see every job. Peer identities are
-per connection, so each job remembers the identity (and request id) that last subscribed to it:
-``submit`` or ``status`` subscribe (a reconnected client sends ``status`` to get its events back),
-``upload``/``fetch``/``cancel`` refresh the identity only.
+Who a client is, and what it may see, is ``sessions``' business (the CURVE key, or a declared name on
+a loopback server); ownership, per-client limits and fair share (``fairqueue``) use that id. Peer
+identities are per connection, so each job remembers the identity (and request id) that last
+subscribed to it: ``submit`` or ``status`` subscribe (a reconnected client sends ``status`` to get its
+events back), ``upload``/``fetch``/``cancel`` refresh the identity only.
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import logging
 import threading
@@ -27,11 +25,13 @@ from pathlib import Path
 import zmq
 
 from backend import __version__
-from backend.service.devices import detect_device, gpu_count
+from backend.service.devices import detect_device
+from backend.service.engines import make_engine
 from backend.service import security
 from backend.service.fairqueue import FairQueue
 from backend.service.job_kinds import KINDS
 from backend.service.jobstore import TERMINAL, JobStore, StoreError, sha256_file
+from backend.service.sessions import Sessions
 from backend.service.retention import PRUNE_EVERY_S, RetentionConfig, prune, space_refusal
 from shared import protocol
 from shared.protocol import Code, ProtocolError
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 INITIAL_CREDIT = 8              # upload chunks a client may have in flight per job
 POLL_MS = 50                    # worker events are drained at least this often
 MAX_BURST = 256                 # messages handled per wake-up before worker events get a turn
-MAX_SESSIONS = 4096             # remembered peer identities (oldest forgotten first)
 MAX_LIST_ITEMS = 100            # a ``jobs`` reply stays well under protocol.MAX_HEADER_BYTES
 KEYS_CHECK_S = 1.0              # how soon an added or revoked client key takes effect
 _STORE_CODES = {"unsafe_path": Code.UNSAFE_PATH, "unknown_job": Code.NOT_FOUND, "too_large": Code.TOO_LARGE,
@@ -64,13 +63,6 @@ class ServerConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
-@dataclass
-class _Session:
-    client: str
-    version: int
-    admin: bool = False
-
-
 def encode_reply(type_: str, rid: str, blobs: tuple[bytes, ...] = (), **fields) -> list[bytes]:
     """A server reply, validated against the server schemas."""
     return protocol.encode(type_, rid, blobs, from_server=True, **fields)
@@ -88,12 +80,11 @@ class Server:
         self.endpoint: str | None = None
         self.ready = threading.Event()
         self._stop = threading.Event()
-        self._sessions: collections.OrderedDict[bytes, _Session] = collections.OrderedDict()
+        self._sessions = Sessions(config.keys_dir)
         self._subs: dict[str, tuple[bytes, str]] = {}     # job -> (identity, rid) for events
         self._queue = FairQueue()
         self._capabilities = {"device": detect_device(), "model": "ict-facekit", "kinds": list(KINDS),
                               "chunk_bytes": protocol.CHUNK_BYTES, "engine": config.engine}
-        self._keyring = security.KeyRing(config.keys_dir) if config.keys_dir is not None else None
         # Uploaded files are hashed here, off the socket loop: one 2 GiB upload must not stall the others.
         self._hashing: dict[concurrent.futures.Future, tuple[str, str, bytes, str]] = {}
         self._hasher = None
@@ -145,13 +136,13 @@ class Server:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl)
         sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * ivl)
         if cfg.keys_dir is not None:
-            self._keyring.refresh()
+            self._sessions.refresh_keys()
             self._auth = security.start_authenticator(self._ctx, cfg.keys_dir)
             security.apply_server_keys(sock, cfg.keys_dir)
         self._sock = sock
         sock.bind(cfg.bind)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._pool = _engine(cfg)
+        self._pool = make_engine(cfg.engine, Path(cfg.data_dir), cfg.workers, cfg.ray)
         log.info("listening on %s (%s, %s engine), data in %s", self.endpoint, "CURVE" if self._auth else "plaintext",
                  cfg.engine, cfg.data_dir)
 
@@ -207,21 +198,11 @@ class Server:
             log.exception("handler failed")
             self._error(identity, rid, Code.INTERNAL, "internal server error; the server logged it")
 
-    def _session(self, identity: bytes) -> _Session:
-        session = self._sessions.get(identity)
-        if session is None:
-            raise ProtocolError(Code.BAD_STATE, "say hello first")
-        if self._keyring is not None and session.client not in self._keyring.clients:
-            del self._sessions[identity]  # revoked while connected: ZAP only checks new connections
-            raise ProtocolError(Code.BAD_STATE, "this client's key was revoked on the server; ask its owner for a new one")
-        self._sessions.move_to_end(identity)
-        return session
-
     def _owned(self, identity: bytes, job_id: str, rid: str | None = None):
         """The caller's job, or not_found (another client's job is indistinguishable from none)."""
-        session = self._session(identity)
+        session = self._sessions.get(identity)
         rec = self.store.get(job_id)
-        if rec is None or (rec.client != session.client and not session.admin):
+        if rec is None or not self._sessions.may_see(session, rec.client):
             raise ProtocolError(Code.NOT_FOUND, f"no job {job_id!r:.80}")
         old_rid = self._subs.get(job_id, (b"", ""))[1]
         self._subs[job_id] = (identity, old_rid if rid is None else rid)
@@ -232,17 +213,8 @@ class Server:
         if not common:
             raise ProtocolError(Code.UNSUPPORTED_VERSION, f"client speaks versions {msg.fields['versions'][:16]}; "
                                 f"this server speaks {list(protocol.SUPPORTED_VERSIONS)}")
-        if self._auth is not None:
-            client = security.user_id(last.get("User-Id"))  # set by ZAP from the client's public key
-            if client not in self._keyring.clients:
-                raise ProtocolError(Code.BAD_STATE, "this client's key was revoked on the server; ask its owner for a new one")
-        else:
-            client = msg.fields["client"].strip()[:200] or "anonymous"
-        admin = self._keyring is not None and client in self._keyring.admins
-        self._sessions[identity] = _Session(client, max(common), admin)
-        self._sessions.move_to_end(identity)
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+        zap_user = last.get("User-Id") if self._auth is not None else None  # set by ZAP from the client's key
+        self._sessions.greet(identity, msg.fields["client"], zap_user, max(common))
         self._send(identity, "welcome", msg.rid, version=max(common), server=f"headrig {__version__}",
                    capabilities=self._capabilities)
 
@@ -250,7 +222,7 @@ class Server:
         self._send(identity, "pong", msg.rid)
 
     def _on_submit(self, identity: bytes, msg: protocol.Message, last) -> None:
-        session, f, cfg = self._session(identity), msg.fields, self.config
+        session, f, cfg = self._sessions.get(identity), msg.fields, self.config
         if f["kind"] not in KINDS:
             raise ProtocolError(Code.BAD_INPUT, f"unknown kind {f['kind']!r:.80}; kinds: {', '.join(KINDS)}")
         mine = self.store.list(session.client)
@@ -337,7 +309,7 @@ class Server:
             raise ProtocolError(Code.BAD_STATE, f"job {rec.job_id} is already {rec.state}")
 
     def _on_list(self, identity: bytes, msg: protocol.Message, last) -> None:
-        session = self._session(identity)
+        session = self._sessions.get(identity)
         recs = self.store.list(None if session.admin else session.client)[-MAX_LIST_ITEMS:]
         # Summaries stay small (no free text) so that 100 of them fit in one header.
         items = [{"job": r.job_id, "kind": r.kind, "state": r.state, "created": r.created, "updated": r.updated,
@@ -443,25 +415,12 @@ class Server:
     def _housekeeping(self) -> None:
         """Now and then: pick up added or revoked client keys; delete jobs past their retention."""
         now = time.monotonic()
-        if self._keyring is not None and now >= self._next_keys_check:
+        if self._auth is not None and now >= self._next_keys_check:
             self._next_keys_check = now + KEYS_CHECK_S
-            if self._keyring.refresh():
+            if self._sessions.refresh_keys():
                 self._auth.configure_curve(domain="*", location=str(Path(self.config.keys_dir) / security.AUTHORIZED))
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_EVERY_S
             for job_id in prune(self.store, self.config.retention):
                 self._subs.pop(job_id, None)
 
-
-def _engine(cfg: ServerConfig):
-    """The engine that runs jobs: local worker processes, or a Ray cluster (the optional extra)."""
-    if cfg.engine == "ray":
-        from backend.service.ray_engine import RayConfig, RayEngine  # only now: Ray is optional
-
-        return RayEngine(cfg.ray or RayConfig(), Path(cfg.data_dir))
-    if cfg.engine != "local":
-        raise ValueError(f"unknown engine {cfg.engine!r}; engines: local, ray")
-    from backend.service.workers import WorkerPool
-
-    gpus = list(range(gpu_count())) or None  # one worker per GPU, each pinned to its own
-    return WorkerPool(cfg.workers, Path(cfg.data_dir), gpus=gpus)
