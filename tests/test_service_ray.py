@@ -115,6 +115,8 @@ def test_jobs_spread_over_both_nodes_on_loopback(cluster, gateway, tmp_path):
         assert [client.wait(j, timeout_s=60).type for j in jobs] == ["done"] * 4
         nodes = {_result(client, j, tmp_path / j)["node"] for j in jobs}
     assert nodes == {w.node_id for w in workers}
+    log = (srv.config.data_dir / "logs" / f"{jobs[0]}.log").read_text()  # the node's job log reached the gateway
+    assert "start probe" in log and "done: 1 file(s)" in log
 
 
 def test_node_removed_mid_job_finishes_once_on_the_other(cluster, gateway, tmp_path):
@@ -138,6 +140,35 @@ def test_node_removed_mid_job_finishes_once_on_the_other(cluster, gateway, tmp_p
     assert _starts(srv.config.data_dir).count(job) == 1  # the re-run stayed inside the engine: no second job
     # Put the node back for the tests that follow.
     workers[workers.index(lost)] = c.add_node(**NODE, num_gpus=1)
+    c.wait_for_nodes()
+
+
+def test_a_job_lost_twice_fails_with_the_reason(cluster, gateway, tmp_path):
+    c, workers = cluster
+    srv = gateway()
+    with HeadRigClient(srv.endpoint, client_name="ann", timeout_s=10) as client:
+        job = _probe(client, tmp_path, seconds=30)
+        seen = []  # the job's events, as a second connection of the same artist sees them
+
+        def watch():
+            with HeadRigClient(srv.endpoint, client_name="ann", timeout_s=10) as watcher:
+                for event in watcher.events(job, timeout_s=120):
+                    seen.append(event)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        for attempt in range(2):
+            # Running (a progress event of this attempt arrived after its retry notice), then its node goes.
+            _wait(lambda: seen and [e.stage for e in seen].count("retry") == attempt and seen[-1].stage == "wait", 60,
+                  f"attempt {attempt + 1} to run")
+            lost = next(w for w in workers if w.node_id == srv._pool.running()[job])
+            c.remove_node(lost)
+            workers.remove(lost)
+        final = client.wait(job, timeout_s=60)
+        watcher.join(30)
+    assert seen[-1].type == "failed" and [e.stage for e in seen].count("retry") == 1
+    assert final.type == "failed" and final.code == "node_lost" and "re-run once" in final.message, final
+    workers += [c.add_node(**NODE, num_gpus=1) for _ in range(2)]
     c.wait_for_nodes()
 
 

@@ -30,10 +30,7 @@ import concurrent.futures
 import errno
 import logging
 import os
-import queue
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,7 +41,8 @@ import ray
 
 from backend.service.job_kinds import KINDS
 from backend.service.jobstore import INTERRUPTED, describe_files
-from backend.service.runner import DISK_FULL, Runner
+from backend.service.ray_actor import JobActor
+from backend.service.runner import DISK_FULL, job_log
 from shared.folders import staged_folder
 
 log = logging.getLogger(__name__)
@@ -66,54 +64,14 @@ class RayConfig:
     retries_on_loss: int = 1            # re-runs after the worker (or its node) died mid-job
 
 
-@ray.remote(max_restarts=0, max_task_retries=0)
-class JobActor:
-    """A warm worker on one node; runs one job at a time through a ``Runner``."""
-
-    def __init__(self):
-        self.node = ray.get_runtime_context().get_node_id()
-        self.scratch = Path(tempfile.mkdtemp(prefix="headrig-ray-"))
-        self.events: queue.Queue = queue.Queue()
-        self.runner = Runner(self.scratch, self.events.put, node=self.node)
-
-    def ready(self) -> str:
-        return self.node
-
-    def run(self, job_id: str, kind: str, params: dict, names: list[str], *blobs):
-        """Yields the job's events; the last is terminal, a "done" one with ``{name: bytes}`` appended."""
-        folder = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=self.scratch))
-        inputs = folder / "inputs"
-        inputs.mkdir()
-        for name, blob in zip(names, blobs):
-            with open(inputs / name, "wb") as fh:
-                fh.write(memoryview(blob))
-        result = folder / "result"
-        worker = threading.Thread(target=self.runner.run, args=(job_id, kind, params, [str(inputs / n) for n in names],
-                                                                  str(result)), daemon=True)
-        worker.start()
-        try:
-            yield ("started", job_id, self.node)
-            while True:
-                event = self.events.get()
-                if event[0] == "done":
-                    yield (*event, {f["name"]: (result / f["name"]).read_bytes() for f in event[2]})
-                    return
-                yield event
-                if event[0] == "failed":
-                    return
-        finally:
-            worker.join()
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 @dataclass
 class _Job:
     job_id: str
     kind: str
     params: dict
-    names: list[str]
-    refs: list                      # ObjectRefs of the inputs, freed when the job ends
+    input_paths: list[Path]
     result_dir: Path
+    refs: list = field(default_factory=list)   # ObjectRefs of the inputs, freed when the job ends
     attempts: int = 0               # runs that began on a worker
     lost_on: list[str] = field(default_factory=list)
 
@@ -139,7 +97,10 @@ class RayEngine:
         self._retry: collections.deque[_Job] = collections.deque()
         self._pending: list[tuple] = []
         self._writes: dict[concurrent.futures.Future, _Job] = {}
-        self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="headrig-results")
+        self._puts: dict[concurrent.futures.Future, tuple[_Actor, _Job]] = {}
+        # Inputs go into the object store and results onto disk on these threads, never in the socket
+        # loop: a 2 GiB upload takes seconds to read.
+        self._io = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="headrig-ray-io")
         self._gpus = self._gpus_per_actor()
         self._last_fit = 0.0
         self._closed = False
@@ -155,10 +116,9 @@ class RayEngine:
         actor = self._idle_actor()
         if actor is None:
             return False
-        # np.fromfile + put: one copy into the object store; workers read it without copying.
-        refs = [ray.put(np.fromfile(p, dtype=np.uint8)) for p in input_paths]
-        job = _Job(job_id, kind, dict(params), [Path(p).name for p in input_paths], refs, Path(result_dir))
-        self._start(actor, job)
+        job = _Job(job_id, kind, dict(params), [Path(p) for p in input_paths], Path(result_dir))
+        actor.job = job  # reserved while its inputs go into the object store
+        self._puts[self._io.submit(_put_inputs, job.input_paths)] = (actor, job)
         return True
 
     def idle_workers(self) -> int:
@@ -172,6 +132,7 @@ class RayEngine:
         deadline = time.monotonic() + timeout
         while True:
             self._check_actors()
+            self._start_uploaded()
             self._read_streams()
             self._collect_writes()
             self._run_retries()
@@ -191,6 +152,10 @@ class RayEngine:
         actor = next((a for a in self._actors if a.job is not None and a.job.job_id == job_id), None)
         if actor is None:
             return False
+        if actor.stream is None:  # still uploading its inputs: nothing runs yet
+            actor.job = None
+            self._pending.append(("cancelled", job_id))
+            return True
         ray.kill(actor.handle, no_restart=True)
         self._drop(actor)
         self._pending.append(("cancelled", job_id))
@@ -248,7 +213,23 @@ class RayEngine:
 
     def _start(self, actor: _Actor, job: _Job) -> None:
         actor.job = job
-        actor.stream = actor.handle.run.remote(job.job_id, job.kind, job.params, job.names, *job.refs)
+        names = [p.name for p in job.input_paths]
+        actor.stream = actor.handle.run.remote(job.job_id, job.kind, job.params, names, *job.refs)
+
+    def _start_uploaded(self) -> None:
+        """Jobs whose inputs are in the object store start on the actor reserved for them."""
+        for future in [f for f in self._puts if f.done()]:
+            actor, job = self._puts.pop(future)
+            if actor.job is not job:
+                continue  # cancelled (or its actor died) meanwhile
+            try:
+                job.refs = future.result()
+            except Exception as exc:
+                log.exception("job %s: inputs could not be put into the object store", job.job_id)
+                actor.job = None
+                self._pending.append(("failed", job.job_id, "internal", f"could not send the inputs to the cluster ({exc})"[:1000]))
+                continue
+            self._start(actor, job)
 
     def _check_actors(self) -> None:
         starting = [a.ready_ref for a in self._actors if a.node is None]
@@ -284,6 +265,8 @@ class RayEngine:
         job = actor.job
         if event[0] == "started":  # the job is running (its inputs reached the node): now it counts
             job.attempts += 1
+        elif event[0] == "log":
+            job_log(self.data_dir, job.job_id, f"[node {actor.node[:12]}]\n{event[2]}")
         elif event[0] == "done":
             actor.job = actor.stream = None
             self._writes[self._io.submit(_write_result, job.result_dir, event[3], event[2])] = job
@@ -334,6 +317,11 @@ class RayEngine:
         actor.job = actor.stream = None
         if actor in self._actors:
             self._actors.remove(actor)
+
+
+def _put_inputs(paths: list[Path]) -> list:
+    """Each input into the object store; np.fromfile + put is one copy, and workers read it without one."""
+    return [ray.put(np.fromfile(p, dtype=np.uint8)) for p in paths]
 
 
 def _write_result(result_dir: Path, blobs: dict[str, bytes], files: list[dict]) -> list[dict]:

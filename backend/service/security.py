@@ -34,8 +34,6 @@ class SecurityError(ValueError):
 def generate_keys(keys_dir: str | Path) -> Path:
     """Write the server's key pair and the empty ``authorized_clients/`` and ``admins/`` folders;
     refuses to overwrite keys. Artists get keys from ``add_client``."""
-    import zmq.auth
-
     keys_dir = Path(keys_dir)
     existing = [name for name in SERVER_FILES if (keys_dir / name).exists()]
     if existing:
