@@ -223,6 +223,13 @@ def test_add_and_revoke_clients(tmp_path, capsys):
     assert (keys / "server.key_secret").is_file()
 
 
+def test_serve_options_are_checked(tmp_path, capsys):
+    assert main(["serve", "--ray-address", "auto", "--data-dir", str(tmp_path)]) == 2
+    assert "--ray-address needs --engine ray" in capsys.readouterr().err
+    assert main(["serve", "--keep-days", "0", "--data-dir", str(tmp_path)]) == 2
+    assert "--keep-days" in capsys.readouterr().err
+
+
 # ---- start-up line -----------------------------------------------------------------------------------
 
 
