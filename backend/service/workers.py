@@ -8,11 +8,12 @@ locked or half-written for every other worker. Events are tuples:
     ("progress", job_id, stage, fraction, message)
     ("done", job_id, result_files)          # [{name, size, sha256}] of the result folder
     ("failed", job_id, code, message)       # code: an InputError code, "bad_params", "internal",
-                                            # "worker_crashed", or "interrupted" (from close())
+                                            # "disk_full", "worker_crashed", "interrupted" (from
+                                            # close()), or with the Ray engine "node_lost"
     ("cancelled", job_id)
 
-``submit`` never queues: it returns False when every worker is busy, so the server keeps the one
-waiting queue (its order, its cancels, its persistence). Workers put events on a multiprocessing
+These are the events of every engine (``engines``; ``ray_engine`` sends the same). ``submit`` never
+queues: it returns False when every worker is busy, so the server keeps the one waiting queue (its order, its cancels, its persistence). Workers put events on a multiprocessing
 Queue, whose feeder thread buffers them, so a slow server loop never stalls a job or loses events.
 Events stay small (one pipe write each, well under PIPE_BUF), so a worker killed while sending
 cannot leave half a message in its queue.
