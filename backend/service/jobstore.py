@@ -23,67 +23,19 @@ import re
 import shutil
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 
 from backend.service.job_checks import (IllegalTransition, StoreError, UnknownJob, UnsafePath, UploadError,  # noqa: F401  (re-exports)
     _check_inputs, _check_text, _check_update, check_file_name, describe_files, fsync_dir, sha256_file, trusted_result_files)
+from backend.service.jobrecord import (INTERRUPTED, STATES, TERMINAL, TRANSITIONS, UPLOAD_INTERRUPTED,  # noqa: F401  (re-exports)
+    JobRecord, utc_now)
 
 log = logging.getLogger(__name__)
 
-STATES = ("uploading", "queued", "running", "done", "failed", "cancelled")
-TERMINAL = frozenset({"done", "failed", "cancelled"})
-# Legal moves; terminal states have none. A job is never re-run in place: a retry is a new job.
-TRANSITIONS = {
-    "uploading": {"queued", "failed", "cancelled"},
-    "queued": {"running", "failed", "cancelled"},
-    "running": {"done", "failed", "cancelled"},
-}
-INTERRUPTED = "the server stopped while this job ran; submit it again"
-UPLOAD_INTERRUPTED = "the server stopped during the upload; submit the job again"
 MAX_PARAMS_BYTES = 65536
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _UPDATABLE = ("state", "progress", "error", "result_files")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-@dataclass
-class JobRecord:
-    """One job as stored in ``state.json``. inputs: [{name, size, sha256, received}];
-    progress: {stage, fraction, message}; error: {code, message} or None; result_files: [{name, size, sha256}]."""
-
-    job_id: str
-    kind: str
-    params: dict
-    client: str
-    request_key: str | None
-    state: str
-    created: str
-    updated: str
-    inputs: list[dict] = field(default_factory=list)
-    progress: dict = field(default_factory=lambda: {"stage": "", "fraction": 0.0, "message": ""})
-    error: dict | None = None
-    result_files: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "JobRecord":
-        names = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != names:
-            raise ValueError(f"state.json fields differ from JobRecord: {sorted(set(data) ^ names) if isinstance(data, dict) else data!r}")
-        return cls(**data)
-
-    @property
-    def inputs_complete(self) -> bool:
-        return all(i["received"] == i["size"] for i in self.inputs)
-
 
 
 class JobStore:
@@ -137,7 +89,7 @@ class JobStore:
                     raise StoreError(f"request_key {request_key!r} was already used for job {old.job_id} with a different "
                                      "request; use a new key for a new job", code="request_key_reused")
                 return self._view(old)
-            now = _now()
+            now = utc_now()
             rec = JobRecord(uuid.uuid4().hex, kind, copy.deepcopy(params), client, request_key,
                             "uploading" if declared else "queued", now, now, declared)
             # Built in a temp folder and renamed, so a job folder always has a state.json.
@@ -190,7 +142,7 @@ class JobStore:
                 raise StoreError(f"job {job_id}: a failed job needs error={{code, message}}")
             for key, value in changes.items():
                 setattr(rec, key, copy.deepcopy(value))
-            rec.updated = _now()
+            rec.updated = utc_now()
             self._write_state(self._job_dir(job_id), rec, durable=set(changes) != {"progress"})
             if "state" in changes:
                 self._journal(rec, "state")
@@ -256,7 +208,7 @@ class JobStore:
             os.replace(part, part.with_name(name))
             fsync_dir(part.parent)
             decl["received"] = decl["size"]
-            rec.updated = _now()
+            rec.updated = utc_now()
             self._write_state(self._job_dir(job_id), rec, durable=True)
             return self._view(rec)
 
@@ -390,7 +342,7 @@ class JobStore:
                result_files: list[dict] | None = None) -> None:
         """recover()'s transitions, which bypass update()'s rules on purpose (see recover)."""
         log.warning("recover: job %s %s -> %s%s", rec.job_id, rec.state, state, f" ({code})" if code else "")
-        rec.state, rec.updated = state, _now()
+        rec.state, rec.updated = state, utc_now()
         if code:
             rec.error = {"code": code, "message": message}
         if result_files is not None:
