@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from backend.cli import main
-from backend.service import security, server as server_module, workers
+from backend.service import security, workers
 from backend.service.fairqueue import FairQueue
 from backend.service.jobstore import JobStore
 from backend.service.retention import RetentionConfig, prune
@@ -79,13 +79,13 @@ def test_fair_queue_is_round_robin_by_owner():
 def test_hashing_an_upload_does_not_stall_other_clients(gateway, tmp_path, monkeypatch):
     hashing = threading.Event()
 
-    def slow_sha256(path):  # stands in for hashing a 2 GiB upload
+    def slow_seal(path):  # stands in for hashing and syncing a 2 GiB upload
         hashing.set()
         time.sleep(2.0)
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-    monkeypatch.setattr(server_module, "sha256_file", slow_sha256)
     srv = gateway()
+    monkeypatch.setattr(srv.store, "seal_part", slow_seal)
     big = _file(tmp_path / "big.bin", 3 << 20)
     result = {}
     with HeadRigClient(srv.endpoint, client_name="ann", timeout_s=10) as ann:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backend.service.jobstore import describe_files, sha256_file
-from shared.bundle import staged_folder
+from shared.folders import staged_folder
 from shared.media import is_video_path
 
 MAX_MESSAGE = 1000      # characters of a failure message

@@ -30,7 +30,7 @@ from backend.service.engines import make_engine
 from backend.service import security
 from backend.service.fairqueue import FairQueue
 from backend.service.job_kinds import KINDS
-from backend.service.jobstore import TERMINAL, JobStore, StoreError, sha256_file
+from backend.service.jobstore import TERMINAL, JobStore, StoreError
 from backend.service.sessions import Sessions
 from backend.service.retention import PRUNE_EVERY_S, RetentionConfig, prune, space_refusal
 from shared import protocol
@@ -278,7 +278,7 @@ class Server:
         self._send(identity, "credit", msg.rid, job=rec.job_id, credit=1)
         if decl is not None and received == decl["size"]:
             part = self.store.input_part(rec.job_id, f["name"])
-            self._hashing[self._hasher.submit(sha256_file, part)] = (rec.job_id, f["name"], identity, msg.rid)
+            self._hashing[self._hasher.submit(self.store.seal_part, part)] = (rec.job_id, f["name"], identity, msg.rid)
 
     def _drain_hashes(self) -> None:
         """Inputs whose hashing finished: checked against their declaration, then the job may queue."""
