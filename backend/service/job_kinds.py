@@ -137,11 +137,13 @@ KINDS = tuple(JOBS)
 
 
 def write_result_folder(result_dir: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` into a hidden sibling temp folder, fsync, and rename it to ``result_dir``."""
+    """Write ``files`` (relative name -> bytes) into a hidden sibling temp folder, fsync, and rename it
+    to ``result_dir``. Probe results are written so, and the Ray engine writes every job's result so."""
     if result_dir.exists():  # os.rename would silently replace an empty folder
         raise FileExistsError(f"result folder exists: {result_dir}")
     with staged_folder(result_dir) as tmp:
         for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)  # bundles may nest files
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
                 fh.flush()

@@ -29,7 +29,6 @@ import collections
 import concurrent.futures
 import errno
 import logging
-import os
 import signal
 import threading
 import time
@@ -39,11 +38,10 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from backend.service.job_kinds import KINDS
+from backend.service.job_kinds import KINDS, write_result_folder
 from backend.service.jobstore import INTERRUPTED, describe_files
 from backend.service.ray_actor import JobActor
 from backend.service.runner import DISK_FULL, job_log
-from shared.folders import staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -326,16 +324,7 @@ def _put_inputs(paths: list[Path]) -> list:
 
 def _write_result(result_dir: Path, blobs: dict[str, bytes], files: list[dict]) -> list[dict]:
     """Write a job's result folder whole (on the gateway's disk); checks it against the worker's list."""
-    if result_dir.exists():  # a result is written once
-        raise FileExistsError(f"result folder exists: {result_dir}")
-    with staged_folder(result_dir) as tmp:
-        for name, data in blobs.items():
-            path = tmp / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+    write_result_folder(result_dir, blobs)
     written = describe_files(result_dir)
     if written != files:
         raise ValueError("the result files differ from what the worker reported")
