@@ -24,8 +24,11 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m backend serve`` in its own process group (so kill() takes its workers too)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, keys_dir: Path | None = None, workers: int = 1):
+    def __init__(self, data_dir: Path, port: int | None = None, keys_dir: Path | None = None, workers: int = 1,
+                 client_keys: Path | None = None, extra_args: tuple[str, ...] = ()):
+        """``keys_dir``: the server's key folder; ``client_keys``: the artist folder used to check it answers."""
         self.data_dir, self.port, self.keys_dir, self.workers = data_dir, port or free_port(), keys_dir, workers
+        self.client_keys, self.extra_args = client_keys, tuple(extra_args)
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.proc = None
 
@@ -34,13 +37,14 @@ class ServerProcess:
                "--workers", str(self.workers)]
         if self.keys_dir:
             cmd += ["--keys", str(self.keys_dir)]
+        cmd += list(self.extra_args)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "GLOG_minloglevel": "2"}, start_new_session=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "headrig serve exited"
             try:
-                with HeadRigClient(self.address, keys_dir=self.keys_dir, timeout_s=0.5, retries=1) as c:
+                with HeadRigClient(self.address, keys_dir=self.client_keys, timeout_s=0.5, retries=1) as c:
                     c.ping()
                 return self
             except ClientError:

@@ -18,9 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -29,6 +26,7 @@ from .bundle_fields import (  # noqa: F401  (BundleError and MANIFEST_FILE are p
     MANIFEST_FILE, BundleError, _checked_list, _file_name, _files, _float, _floats, _int, _iso_time, _join, _obj,
     _plain, _quality, _sha, _str, _units, _weights, read_json,
 )
+from .folders import fsync_dir, replace_refusal, staged_folder  # noqa: F401  (re-exported: one home, shared/folders.py)
 
 FORMAT_NAME = "headrig.head"
 FORMAT_VERSION = 1
@@ -184,7 +182,8 @@ def write_bundle(out_dir, manifest: HeadManifest, files: dict, force: bool = Fal
     Everything is written into a hidden sibling folder, synced to disk, ``head.json`` last, and
     then renamed into place. An existing ``out_dir`` is an error unless ``force``; with force it
     is replaced (moved aside, the new one renamed in, the old one deleted), but only if it is
-    empty or a bundle, so a mistyped ``-o ~`` cannot delete a home folder.
+    empty or a folder HeadRig wrote (``shared.folders.replace_refusal``), so a mistyped ``-o ~`` cannot
+    delete a home folder.
     """
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST_FILE
@@ -202,9 +201,9 @@ def write_bundle(out_dir, manifest: HeadManifest, files: dict, force: bool = Fal
     if out_dir.exists() or out_dir.is_symlink():
         if not force:
             raise BundleError("already exists; choose another folder or allow replacing it (--force)", path=out_dir)
-        plain_dir = out_dir.is_dir() and not out_dir.is_symlink()
-        if not plain_dir or not (manifest_path.is_file() or not any(out_dir.iterdir())):  # a bundle, or empty
-            raise BundleError("exists and is not a HeadRig bundle (no head.json); refusing to replace it", path=out_dir)
+        if replace_refusal(out_dir) is not None:  # only a folder HeadRig wrote (a bundle, or empty) goes
+            raise BundleError("exists and is not a HeadRig bundle (no head.json) or another folder HeadRig wrote; "
+                              "refusing to replace it", path=out_dir)
     with staged_folder(out_dir) as tmp:
         described = {}
         for name, source in files.items():
@@ -216,23 +215,6 @@ def write_bundle(out_dir, manifest: HeadManifest, files: dict, force: bool = Fal
         _write_file(tmp / MANIFEST_FILE, text.encode("utf-8"), MANIFEST_FILE)
     manifest.files = final.files
     return final
-
-
-@contextmanager
-def staged_folder(out_dir: Path):
-    """Yield a hidden temp folder beside ``out_dir`` to fill; when the block succeeds it is synced
-    and swapped in (an existing ``out_dir`` is moved aside, then deleted), else it is deleted. The
-    caller decides whether an existing ``out_dir`` may be replaced."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-        fsync_dir(tmp)
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _write_file(path: Path, source, name: str) -> tuple[str, int]:
@@ -257,37 +239,6 @@ def _write_file(path: Path, source, name: str) -> tuple[str, int]:
         out.flush()
         os.fsync(out.fileno())
     return digest.hexdigest(), size
-
-
-def fsync_dir(path: Path) -> None:
-    """Make renames inside ``path`` durable (POSIX; Windows cannot open folders and needs no such step)."""
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``; an existing one is moved aside first and deleted only after."""
-    old = None
-    try:
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.rmdir(old)  # only the unique name is wanted; rename needs it free
-            os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-    except BaseException as exc:
-        if old is not None and old.exists() and not out_dir.exists():
-            os.rename(old, out_dir)  # put the previous bundle back, even on Ctrl-C
-        if isinstance(exc, OSError):
-            raise BundleError(f"could not move the new bundle into place ({exc.strerror})", path=out_dir) from None
-        raise
-    fsync_dir(out_dir.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_bundle(path, verify_hashes: bool = True) -> HeadManifest:

@@ -1,8 +1,8 @@
 """Client-side CURVE key loading (pure pyzmq; vendored into the add-on with the rest of ``shared``).
 
-The key folder is the one ``headrig keys generate DIR`` writes (see ``backend/service/security.py``):
-``server.key`` (the server's public key, safe to hand out), ``client.key_secret`` (this client's key
-pair). The add-on cannot import ``backend``, so this loader lives here and the backend reuses it.
+The key folder is the one ``headrig keys add-client NAME --keys DIR`` writes for an artist (see
+``backend/service/security.py``): ``server.key`` (the server's public key, safe to hand out),
+``client.key_secret`` (this artist's key pair); never the server's secret. The add-on cannot import ``backend``, so this loader lives here and the backend reuses it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def load_client_keys(keys_dir: str | Path) -> tuple[bytes, bytes, bytes]:
     client_file, server_file = keys_dir / "client.key_secret", keys_dir / "server.key"
     for path in (client_file, server_file):
         if not path.is_file():
-            raise CurveKeyError(f"{path}: missing; run `headrig keys generate {keys_dir}` (or copy the keys the server's owner gave you)")
+            raise CurveKeyError(f"{path}: missing; use the folder the server's owner made for you with "
+                                "`headrig keys add-client NAME --keys DIR` (DIR/clients/NAME)")
     try:
         client_public, client_secret = zmq.auth.load_certificate(client_file)
         server_public, _ = zmq.auth.load_certificate(server_file)

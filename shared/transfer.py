@@ -2,20 +2,20 @@
 
 File naming and safety (``safe_name``), local file digests and chunking for uploads (``file_entry``,
 ``iter_chunks``), and the verified download of a job's result files into a temporary folder that is
-renamed into place atomically (``result_files``, ``download_file``, ``fetch_into``). ``ClientError``
+swapped into place whole (``result_files``, ``download_file``, ``fetch_into``). ``ClientError``
 lives here so these helpers can raise it; ``shared.client`` re-exports it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .bundle import sha256_file
+from .folders import FETCH_MARKER, replace_refusal, staged_folder
 from .protocol import CHUNK_BYTES
 
 
@@ -95,37 +95,17 @@ def download_file(request: Callable, job_id: str, entry: dict, dest: Path) -> No
 
 
 def fetch_into(out_dir: Path, files: list[dict], download: Callable[[dict, Path], None]) -> Path:
-    """Download every entry (``download(entry, dest)``) into a temporary sibling folder, then rename it
-    into place atomically (replacing an existing out_dir); the temporary folder is removed on failure."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.part-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    """Download every entry (``download(entry, dest)``) into a temporary sibling folder, then swap it
+    into place (``shared.folders.staged_folder``); the temporary folder is removed on failure. An
+    existing ``out_dir`` is replaced only if HeadRig wrote it (``replace_refusal``); the new folder
+    carries ``FETCH_MARKER`` so that a later ``--force`` may replace it too."""
+    out_dir = Path(out_dir)
+    refusal = replace_refusal(out_dir)
+    if refusal is not None:
+        raise ClientError("exists", f"{out_dir}: {refusal}")
+    with staged_folder(out_dir) as tmp:
         for entry in files:
             download(entry, tmp / entry["name"])
-        fsync_dir(tmp)
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        fsync_dir(out_dir.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        marker = {"files": [entry["name"] for entry in files]}
+        (tmp / FETCH_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
     return out_dir
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

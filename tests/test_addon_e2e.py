@@ -264,13 +264,14 @@ def test_wrong_curve_key_is_a_clear_message(addon, tmp_path):
     """A CURVE server ignores unknown keys; the artist is told to check the key, not a traceback."""
     from backend.cli import main
 
-    assert main(["keys", "generate", str(tmp_path / "keys")]) == 0
-    assert main(["keys", "generate", str(tmp_path / "stranger")]) == 0
-    server = ServerProcess(tmp_path / "data", keys_dir=tmp_path / "keys").start()
+    for folder, artist in (("keys", "ann"), ("stranger", "bob")):
+        assert main(["keys", "generate", str(tmp_path / folder)]) == 0
+        assert main(["keys", "add-client", artist, "--keys", str(tmp_path / folder)]) == 0
+    server = ServerProcess(tmp_path / "data", keys_dir=tmp_path / "keys", client_keys=tmp_path / "keys" / "clients" / "ann").start()
     address = server.address
     try:
         _use(address, timeout_s=0.5, retries=2)
-        _prefs().keys_dir = str(tmp_path / "stranger")
+        _prefs().keys_dir = str(tmp_path / "stranger" / "clients" / "bob")
         _set_photos(D8)
         entry = _build()
         _run(lambda: not entry.active, 20)

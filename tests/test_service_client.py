@@ -20,6 +20,7 @@ import zmq
 
 from shared import protocol
 from shared.client import ClientError, HeadRigClient, iter_chunks, safe_name
+from shared.folders import FETCH_MARKER
 from bench.serverproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +162,7 @@ def test_fetch_verifies_and_is_atomic(tmp_path, case):
                 assert (out / "a.bin").read_bytes() == big and (out / "b.txt").read_bytes() == b"hello"
                 _write(out / "stale", b"old")
                 c.fetch("j", out, force=True)  # replaces the whole folder
-                assert sorted(p.name for p in out.iterdir()) == ["a.bin", "b.txt"]
+                assert sorted(p.name for p in out.iterdir()) == [FETCH_MARKER, "a.bin", "b.txt"]
             else:
                 with pytest.raises(ClientError) as e:
                     c.fetch("j", out)
@@ -322,7 +323,7 @@ def test_cli_reconstruct_matches_local(server, tmp_path, capsys):
     assert main(["client", "reconstruct", "--server", server.address, "--timeout", "30", str(D8), "-o", str(remote), "-q"]) == 0
     assert "Head bundle:" in capsys.readouterr().out
     assert main(["reconstruct", str(D8), "-o", str(local), "-q"]) == 0
-    assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local.iterdir())
+    assert sorted(p.name for p in remote.iterdir()) == sorted([FETCH_MARKER, *(p.name for p in local.iterdir())])
     r, l = (json.loads((d / "head.json").read_text()) for d in (remote, local))
     keys = [k for k in l if "shape" in k or "vert" in k or "face" in k]
     assert keys and all(r[k] == l[k] for k in keys)

@@ -344,8 +344,11 @@ def test_curve_only_authorized_clients(server, client, tmp_path):
     with pytest.raises(security.SecurityError, match="refusing to overwrite"):
         security.generate_keys(keys)
     assert oct((keys / "server.key_secret").stat().st_mode & 0o777) == "0o600"
+    artist = security.add_client(keys, "ann")
+    assert sorted(p.name for p in artist.iterdir()) == ["client.key", "client.key_secret", "server.key"]  # no server secret
+    assert oct((artist / "client.key_secret").stat().st_mode & 0o777) == "0o600"
     srv = server(keys_dir=keys)
-    good = client(srv.endpoint, keys_dir=keys)
+    good = client(srv.endpoint, keys_dir=artist)
     assert good.hello().type == "welcome"
     assert good.request("ping").type == "pong"
     server_public = security.load_server_keys(keys)[0]
@@ -359,7 +362,7 @@ def test_curve_only_authorized_clients(server, client, tmp_path):
     with pytest.raises(TimeoutError):
         plain.recv(0.5)
     assert good.request("ping").type == "pong"
-    opts = security.client_curve_options(keys)
+    opts = security.client_curve_options(artist)
     assert opts["curve_serverkey"] == server_public
 
 

@@ -18,7 +18,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 # Codes that are not the user's input: everything else a server or job reports is (exit 2).
 FAILURE_CODES = frozenset({"server_unreachable", "internal", "unsupported_version", "timeout", "interrupted",
                            "upload_interrupted", "result_lost", "corrupt", "cancelled", "closed", "bad_frame",
-                           "bad_message", "unknown_type", "worker_crashed", "worker_timeout"})
+                           "bad_message", "unknown_type", "worker_crashed", "worker_timeout", "node_lost",
+                           "disk_full"})
 
 
 def exit_code_for(code: str) -> int:
@@ -106,6 +107,17 @@ def _client(args: argparse.Namespace):
         raise ClientError("bad_input", str(exc)) from None
 
 
+def _output_problem(out: Path, force: bool) -> str | None:
+    """One line when ``out`` may not be written: it exists without --force, or --force would replace a
+    folder HeadRig did not write (checked before any job runs, so no work is wasted)."""
+    from shared.folders import replace_refusal
+
+    if out.exists() and not force:
+        return f"{out}: output folder already exists; choose another -o or pass --force to replace it"
+    refusal = replace_refusal(out) if force else None
+    return f"{out}: {refusal}" if refusal else None
+
+
 def _check_files(paths: list[str]) -> str | None:
     """One line naming the first unusable local file, or None."""
     names = set()
@@ -162,10 +174,8 @@ def _run_job(client, kind: str, params: dict, files: list[str], quiet: bool, lab
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    problem = _check_files(args.photos)
     out = Path(args.output)
-    if problem is None and out.exists() and not args.force:
-        problem = f"{out}: output folder already exists; choose another -o or pass --force to replace it"
+    problem = _check_files(args.photos) or _output_problem(out, args.force)
     if problem is not None:
         print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -186,10 +196,8 @@ def cmd_retarget(args: argparse.Namespace) -> int:
     from backend.errors import InputError
     from backend.video_commands import retarget_config
 
-    problem = _check_files([args.video])
     out = Path(args.output)
-    if problem is None and out.exists() and not args.force:
-        problem = f"{out}: output folder already exists; choose another -o or pass --force to replace it"
+    problem = _check_files([args.video]) or _output_problem(out, args.force)
     try:
         params = retarget_config(args).to_dict() if problem is None else {}
     except InputError as exc:
@@ -205,7 +213,7 @@ def cmd_retarget(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    problem = _check_files(args.files)
+    problem = _check_files(args.files) or (_output_problem(Path(args.output), args.force) if args.output else None)
     if problem is not None:
         print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -246,8 +254,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    if out.exists() and not args.force:
-        print(f"{out}: output folder already exists; choose another -o or pass --force to replace it", file=sys.stderr)
+    problem = _output_problem(out, args.force)
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
     with _client(args) as client:
         folder = client.fetch(args.job_id, out, force=args.force)

@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 
 from shared.animation import ANIMATION_FILE, read_animation
-from shared.bundle import BundleError, fsync_dir, read_bundle, sha256_file  # noqa: F401 (fsync_dir re-exported)
+from shared.bundle import BundleError, read_bundle, sha256_file
+from shared.folders import fsync_dir  # noqa: F401 (re-exported to jobstore)
 
 MAX_NAME = 128          # characters in an input file name
 MAX_INPUTS = 64         # files per job

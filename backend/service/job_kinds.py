@@ -2,7 +2,9 @@
 
 Each takes (runner, job id, params, input paths, result folder), writes the result folder
 atomically and returns its file list; bad params or inputs raise ``JobFailed`` (a stable code and
-one line), bad media ``InputError``. Add a kind here and to ``KINDS`` in server.py and workers.py.
+one line), bad media ``InputError``. ``JOBS`` is the one list of kinds: the server accepts and
+announces ``KINDS``, the engines run ``JOBS[kind]``; a new kind also needs a result check in
+``job_checks.trusted_result_files`` (an unchecked result is never trusted after a restart).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backend.service.jobstore import describe_files, sha256_file
-from shared.bundle import staged_folder
+from shared.folders import staged_folder
 from shared.media import is_video_path
 
 MAX_MESSAGE = 1000      # characters of a failure message
@@ -45,7 +47,7 @@ def run_probe(runner, job_id: str, params: dict, inputs: list[Path], result_dir:
     while (left := end - time.monotonic()) > 0:
         runner.progress(job_id, "wait", 1.0 - left / seconds, f"{left:.1f} s left")
         time.sleep(min(0.25, left))
-    report = {"job_id": job_id, "inputs": files, "seconds": seconds, "worker_pid": os.getpid(),
+    report = {"job_id": job_id, "inputs": files, "seconds": seconds, "worker_pid": os.getpid(), "node": runner.node,
               "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
     write_result_folder(result_dir, {"probe.json": (json.dumps(report, indent=1) + "\n").encode()})
     runner.progress(job_id, "finished", 1.0, "")
@@ -131,14 +133,17 @@ def run_turntable(runner, job_id: str, params: dict, inputs: list[Path], result_
 
 
 JOBS = {"probe": run_probe, "reconstruct": run_reconstruct, "retarget": run_retarget, "turntable": run_turntable}
+KINDS = tuple(JOBS)
 
 
 def write_result_folder(result_dir: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` into a hidden sibling temp folder, fsync, and rename it to ``result_dir``."""
+    """Write ``files`` (relative name -> bytes) into a hidden sibling temp folder, fsync, and rename it
+    to ``result_dir``. Probe results are written so, and the Ray engine writes every job's result so."""
     if result_dir.exists():  # os.rename would silently replace an empty folder
         raise FileExistsError(f"result folder exists: {result_dir}")
     with staged_folder(result_dir) as tmp:
         for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)  # bundles may nest files
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
                 fh.flush()

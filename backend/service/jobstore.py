@@ -23,67 +23,19 @@ import re
 import shutil
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 
 from backend.service.job_checks import (IllegalTransition, StoreError, UnknownJob, UnsafePath, UploadError,  # noqa: F401  (re-exports)
     _check_inputs, _check_text, _check_update, check_file_name, describe_files, fsync_dir, sha256_file, trusted_result_files)
+from backend.service.jobrecord import (INTERRUPTED, STATES, TERMINAL, TRANSITIONS, UPLOAD_INTERRUPTED,  # noqa: F401  (re-exports)
+    JobRecord, utc_now)
 
 log = logging.getLogger(__name__)
 
-STATES = ("uploading", "queued", "running", "done", "failed", "cancelled")
-TERMINAL = frozenset({"done", "failed", "cancelled"})
-# Legal moves; terminal states have none. A job is never re-run in place: a retry is a new job.
-TRANSITIONS = {
-    "uploading": {"queued", "failed", "cancelled"},
-    "queued": {"running", "failed", "cancelled"},
-    "running": {"done", "failed", "cancelled"},
-}
-INTERRUPTED = "the server stopped while this job ran; submit it again"
-UPLOAD_INTERRUPTED = "the server stopped during the upload; submit the job again"
 MAX_PARAMS_BYTES = 65536
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _UPDATABLE = ("state", "progress", "error", "result_files")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-@dataclass
-class JobRecord:
-    """One job as stored in ``state.json``. inputs: [{name, size, sha256, received}];
-    progress: {stage, fraction, message}; error: {code, message} or None; result_files: [{name, size, sha256}]."""
-
-    job_id: str
-    kind: str
-    params: dict
-    client: str
-    request_key: str | None
-    state: str
-    created: str
-    updated: str
-    inputs: list[dict] = field(default_factory=list)
-    progress: dict = field(default_factory=lambda: {"stage": "", "fraction": 0.0, "message": ""})
-    error: dict | None = None
-    result_files: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "JobRecord":
-        names = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != names:
-            raise ValueError(f"state.json fields differ from JobRecord: {sorted(set(data) ^ names) if isinstance(data, dict) else data!r}")
-        return cls(**data)
-
-    @property
-    def inputs_complete(self) -> bool:
-        return all(i["received"] == i["size"] for i in self.inputs)
-
 
 
 class JobStore:
@@ -137,7 +89,7 @@ class JobStore:
                     raise StoreError(f"request_key {request_key!r} was already used for job {old.job_id} with a different "
                                      "request; use a new key for a new job", code="request_key_reused")
                 return self._view(old)
-            now = _now()
+            now = utc_now()
             rec = JobRecord(uuid.uuid4().hex, kind, copy.deepcopy(params), client, request_key,
                             "uploading" if declared else "queued", now, now, declared)
             # Built in a temp folder and renamed, so a job folder always has a state.json.
@@ -190,7 +142,7 @@ class JobStore:
                 raise StoreError(f"job {job_id}: a failed job needs error={{code, message}}")
             for key, value in changes.items():
                 setattr(rec, key, copy.deepcopy(value))
-            rec.updated = _now()
+            rec.updated = utc_now()
             self._write_state(self._job_dir(job_id), rec, durable=set(changes) != {"progress"})
             if "state" in changes:
                 self._journal(rec, "state")
@@ -229,9 +181,24 @@ class JobStore:
                 fh.write(data)
             return have + len(data)
 
-    def finish_input(self, job_id: str, name: str) -> JobRecord:
-        """Check the received size and sha256 against the declaration and move the file into place.
-        A wrong hash discards the partial file (upload it again from 0); a short file is kept."""
+    def input_part(self, job_id: str, name: str) -> Path:
+        """The partial file of an input being uploaded, for ``seal_part`` on another thread."""
+        with self._lock:
+            return self._upload_target(job_id, name)[2]
+
+    @staticmethod
+    def seal_part(part: Path) -> str:
+        """sha256 of a received file, after syncing it to disk: the slow half of ``finish_input``
+        (seconds for 2 GiB), which needs no lock and so can run off the server's socket loop."""
+        digest = sha256_file(part)
+        with open(part, "rb") as fh:
+            os.fsync(fh.fileno())
+        return digest
+
+    def finish_input(self, job_id: str, name: str, digest: str | None = None) -> JobRecord:
+        """Check the received size and sha256 against the declaration and move the file into place;
+        ``digest`` is ``seal_part``'s (else it is sealed here). A wrong hash discards the partial file
+        (upload it again from 0); a short file is kept."""
         with self._lock:
             rec, decl, part = self._upload_target(job_id, name)
             if not part.exists() and decl["size"] == 0:
@@ -240,19 +207,36 @@ class JobStore:
             if have != decl["size"]:
                 raise UploadError(f"job {job_id}, input {name!r}: received {have} of {decl['size']} bytes; "
                                   f"send the rest from offset {have}", code="incomplete")
-            digest = sha256_file(part)
+            digest = digest or self.seal_part(part)
             if digest != decl["sha256"]:
                 part.unlink()
                 raise UploadError(f"job {job_id}, input {name!r}: sha256 is {digest}, declared {decl['sha256']}; "
                                   "the data was damaged, upload the file again from offset 0", code="hash_mismatch")
-            with open(part, "rb") as fh:
-                os.fsync(fh.fileno())
             os.replace(part, part.with_name(name))
             fsync_dir(part.parent)
             decl["received"] = decl["size"]
-            rec.updated = _now()
+            rec.updated = utc_now()
             self._write_state(self._job_dir(job_id), rec, durable=True)
             return self._view(rec)
+
+    def remove(self, job_id: str) -> None:
+        """Delete a finished job (retention): its folder goes first, then the record."""
+        with self._lock:
+            rec = self._require(job_id)
+            if rec.state not in TERMINAL:
+                raise IllegalTransition(f"job {job_id} is {rec.state}; only finished jobs are removed")
+            trash = self.jobs_dir / f".tmp-removed-{job_id}"  # renamed first: never half a job folder
+            os.rename(self._job_dir(job_id), trash)
+            fsync_dir(self.jobs_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+            del self._jobs[job_id]
+            self._keys.pop((rec.client, rec.request_key), None)
+            self._journal(rec, "removed")
+
+    def bytes_used(self) -> int:
+        """Declared inputs plus recorded results of every job (what the disk cap counts)."""
+        with self._lock:
+            return sum(sum(i["size"] for i in r.inputs) + sum(f["size"] for f in r.result_files) for r in self._jobs.values())
 
     def result_dir(self, job_id: str) -> Path:
         with self._lock:
@@ -365,7 +349,7 @@ class JobStore:
                result_files: list[dict] | None = None) -> None:
         """recover()'s transitions, which bypass update()'s rules on purpose (see recover)."""
         log.warning("recover: job %s %s -> %s%s", rec.job_id, rec.state, state, f" ({code})" if code else "")
-        rec.state, rec.updated = state, _now()
+        rec.state, rec.updated = state, utc_now()
         if code:
             rec.error = {"code": code, "message": message}
         if result_files is not None:

@@ -1,43 +1,48 @@
 """``headrig serve``: the ZeroMQ job server the Blender add-on talks to.
 
-One ROUTER socket and one thread. The loop polls the socket and drains worker events every ~50 ms;
-compute runs in ``WorkerPool`` processes, so a job never stalls the socket and a crashing job never
-takes the server down. Every state change goes to ``JobStore`` (on disk, journaled) before the
+One ROUTER socket and one thread. The loop polls the socket and drains engine events every ~50 ms;
+compute runs in an engine (``engines``: local worker processes or a Ray cluster), so a job never
+stalls the socket and a crashing job never takes the server down; uploads are hashed on a helper
+thread for the same reason. Every state change goes to ``JobStore`` (on disk, journaled) before the
 client hears of it, so a reply the client saw is never contradicted after a crash.
 
-Who is a client: with CURVE keys, the client's public key (set by ZAP, cannot be forged); without
-keys, the name sent in ``hello`` (advisory: plaintext servers only listen on loopback, see
-``security.check_bind_allowed``). Ownership and per-client limits use that id. Peer identities are
-per connection, so each job remembers the identity (and request id) that last subscribed to it:
-``submit`` or ``status`` subscribe (a reconnected client sends ``status`` to get its events back),
-``upload``/``fetch``/``cancel`` refresh the identity only.
+Who a client is, and what it may see, is ``sessions``' business (the CURVE key, or a declared name on
+a loopback server); ownership, per-client limits and fair share (``fairqueue``) use that id. Peer
+identities are per connection, so each job remembers the identity (and request id) that last
+subscribed to it: ``submit`` or ``status`` subscribe (a reconnected client sends ``status`` to get its
+events back), ``upload``/``fetch``/``cancel`` refresh the identity only.
 """
 
 from __future__ import annotations
 
-import collections
+import concurrent.futures
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
 
 from backend import __version__
-from backend.service.devices import detect_device, gpu_count
+from backend.service.devices import detect_device
+from backend.service.engines import make_engine
 from backend.service import security
+from backend.service.fairqueue import FairQueue
+from backend.service.job_kinds import KINDS
 from backend.service.jobstore import TERMINAL, JobStore, StoreError
+from backend.service.sessions import Sessions
+from backend.service.retention import PRUNE_EVERY_S, RetentionConfig, prune, space_refusal
 from shared import protocol
 from shared.protocol import Code, ProtocolError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("probe", "reconstruct", "retarget", "turntable")
 INITIAL_CREDIT = 8              # upload chunks a client may have in flight per job
 POLL_MS = 50                    # worker events are drained at least this often
 MAX_BURST = 256                 # messages handled per wake-up before worker events get a turn
-MAX_SESSIONS = 4096             # remembered peer identities (oldest forgotten first)
 MAX_LIST_ITEMS = 100            # a ``jobs`` reply stays well under protocol.MAX_HEADER_BYTES
+KEYS_CHECK_S = 1.0              # how soon an added or revoked client key takes effect
 _STORE_CODES = {"unsafe_path": Code.UNSAFE_PATH, "unknown_job": Code.NOT_FOUND, "too_large": Code.TOO_LARGE,
                 "illegal_transition": Code.BAD_STATE, "not_uploading": Code.BAD_STATE,
                 "already_complete": Code.BAD_STATE}
@@ -53,12 +58,9 @@ class ServerConfig:
     max_uploads_per_client: int = 4     # jobs still uploading
     max_upload_bytes: int = 2 << 30     # total input bytes of one job
     heartbeat_s: float = 2.0            # ZMTP heartbeats: a vanished peer is dropped after 3x this
-
-
-@dataclass
-class _Session:
-    client: str
-    version: int
+    engine: str = "local"               # "local": worker processes here; "ray": a Ray cluster
+    ray: object | None = None           # a ray_engine.RayConfig when engine == "ray"
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 def encode_reply(type_: str, rid: str, blobs: tuple[bytes, ...] = (), **fields) -> list[bytes]:
@@ -78,11 +80,15 @@ class Server:
         self.endpoint: str | None = None
         self.ready = threading.Event()
         self._stop = threading.Event()
-        self._sessions: collections.OrderedDict[bytes, _Session] = collections.OrderedDict()
+        self._sessions = Sessions(config.keys_dir)
         self._subs: dict[str, tuple[bytes, str]] = {}     # job -> (identity, rid) for events
-        self._fifo: collections.deque[str] = collections.deque()
+        self._queue = FairQueue()
         self._capabilities = {"device": detect_device(), "model": "ict-facekit", "kinds": list(KINDS),
-                              "chunk_bytes": protocol.CHUNK_BYTES}
+                              "chunk_bytes": protocol.CHUNK_BYTES, "engine": config.engine}
+        # Uploaded files are hashed here, off the socket loop: one 2 GiB upload must not stall the others.
+        self._hashing: dict[concurrent.futures.Future, tuple[str, str, bytes, str]] = {}
+        self._hasher = None
+        self._next_keys_check = self._next_prune = 0.0
         self._ctx = self._sock = self._auth = self._pool = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -106,18 +112,19 @@ class Server:
                         except zmq.Again:
                             break
                         self._on_frames(frames)
+                self._drain_hashes()
                 self._drain_workers()
                 self._dispatch()
+                self._housekeeping()
         finally:
             self._close()
 
     def _open(self) -> None:
-        from backend.service.workers import WorkerPool
-
         cfg = self.config
         # Settle jobs a crash left behind before anyone can ask about them.
-        requeue = self.store.recover()
-        self._fifo.extend(requeue)
+        for job_id in self.store.recover():
+            self._queue.push(job_id, self.store.get(job_id).client)
+        self._hasher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="headrig-hash")
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.linger = 0
@@ -129,16 +136,19 @@ class Server:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl)
         sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * ivl)
         if cfg.keys_dir is not None:
+            self._sessions.refresh_keys()
             self._auth = security.start_authenticator(self._ctx, cfg.keys_dir)
             security.apply_server_keys(sock, cfg.keys_dir)
         self._sock = sock
         sock.bind(cfg.bind)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        gpus = list(range(gpu_count())) or None  # one worker per GPU, each pinned to its own
-        self._pool = WorkerPool(cfg.workers, Path(cfg.data_dir), gpus=gpus)
-        log.info("listening on %s (%s), data in %s", self.endpoint, "CURVE" if self._auth else "plaintext", cfg.data_dir)
+        self._pool = make_engine(cfg.engine, Path(cfg.data_dir), cfg.workers, cfg.ray)
+        log.info("listening on %s (%s, %s engine), data in %s", self.endpoint, "CURVE" if self._auth else "plaintext",
+                 cfg.engine, cfg.data_dir)
 
     def _close(self) -> None:
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True, cancel_futures=True)
         if self._pool is not None:
             try:
                 # Record what the workers finished (or were stopped in) before we exit.
@@ -188,18 +198,11 @@ class Server:
             log.exception("handler failed")
             self._error(identity, rid, Code.INTERNAL, "internal server error; the server logged it")
 
-    def _session(self, identity: bytes) -> _Session:
-        session = self._sessions.get(identity)
-        if session is None:
-            raise ProtocolError(Code.BAD_STATE, "say hello first")
-        self._sessions.move_to_end(identity)
-        return session
-
     def _owned(self, identity: bytes, job_id: str, rid: str | None = None):
         """The caller's job, or not_found (another client's job is indistinguishable from none)."""
-        session = self._session(identity)
+        session = self._sessions.get(identity)
         rec = self.store.get(job_id)
-        if rec is None or rec.client != session.client:
+        if rec is None or not self._sessions.may_see(session, rec.client):
             raise ProtocolError(Code.NOT_FOUND, f"no job {job_id!r:.80}")
         old_rid = self._subs.get(job_id, (b"", ""))[1]
         self._subs[job_id] = (identity, old_rid if rid is None else rid)
@@ -210,14 +213,8 @@ class Server:
         if not common:
             raise ProtocolError(Code.UNSUPPORTED_VERSION, f"client speaks versions {msg.fields['versions'][:16]}; "
                                 f"this server speaks {list(protocol.SUPPORTED_VERSIONS)}")
-        if self._auth is not None:
-            client = "curve:" + last.get("User-Id")  # set by ZAP from the client's public key
-        else:
-            client = msg.fields["client"].strip()[:200] or "anonymous"
-        self._sessions[identity] = _Session(client, max(common))
-        self._sessions.move_to_end(identity)
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+        zap_user = last.get("User-Id") if self._auth is not None else None  # set by ZAP from the client's key
+        self._sessions.greet(identity, msg.fields["client"], zap_user, max(common))
         self._send(identity, "welcome", msg.rid, version=max(common), server=f"headrig {__version__}",
                    capabilities=self._capabilities)
 
@@ -225,7 +222,7 @@ class Server:
         self._send(identity, "pong", msg.rid)
 
     def _on_submit(self, identity: bytes, msg: protocol.Message, last) -> None:
-        session, f, cfg = self._session(identity), msg.fields, self.config
+        session, f, cfg = self._sessions.get(identity), msg.fields, self.config
         if f["kind"] not in KINDS:
             raise ProtocolError(Code.BAD_INPUT, f"unknown kind {f['kind']!r:.80}; kinds: {', '.join(KINDS)}")
         mine = self.store.list(session.client)
@@ -241,6 +238,9 @@ class Server:
             total = sum(i["size"] for i in f["inputs"])
             if total > cfg.max_upload_bytes:
                 raise ProtocolError(Code.TOO_LARGE, f"inputs total {total} bytes; at most {cfg.max_upload_bytes} per job")
+            refusal = space_refusal(self.store, cfg.retention, total)
+            if refusal is not None:
+                raise ProtocolError("disk_full", refusal)
         # The inputs are declared on disk (create is durable) before the client may send a byte.
         rec = self.store.create(f["kind"], f["params"], session.client, f["inputs"], f["key"])
         self._subs[rec.job_id] = (identity, msg.rid)
@@ -266,8 +266,8 @@ class Server:
     def _maybe_queue(self, rec) -> None:
         if rec.state == "uploading" and rec.inputs_complete:
             rec = self.store.update(rec.job_id, state="queued")
-        if rec.state == "queued" and rec.job_id not in self._fifo:
-            self._fifo.append(rec.job_id)
+        if rec.state == "queued" and rec.job_id not in self._queue:
+            self._queue.push(rec.job_id, rec.client)
             self._event(rec.job_id, "queued")
 
     def _on_upload(self, identity: bytes, msg: protocol.Message, last) -> None:
@@ -277,13 +277,27 @@ class Server:
         received = self.store.write_input_chunk(rec.job_id, f["name"], f["offset"], msg.blobs[0])
         self._send(identity, "credit", msg.rid, job=rec.job_id, credit=1)
         if decl is not None and received == decl["size"]:
-            self._maybe_queue(self.store.finish_input(rec.job_id, f["name"]))
+            part = self.store.input_part(rec.job_id, f["name"])
+            self._hashing[self._hasher.submit(self.store.seal_part, part)] = (rec.job_id, f["name"], identity, msg.rid)
+
+    def _drain_hashes(self) -> None:
+        """Inputs whose hashing finished: checked against their declaration, then the job may queue."""
+        for future in [f for f in self._hashing if f.done()]:
+            job_id, name, identity, rid = self._hashing.pop(future)
+            try:
+                rec = self.store.get(job_id)
+                if rec is not None and rec.state == "uploading":  # not cancelled meanwhile
+                    self._maybe_queue(self.store.finish_input(job_id, name, digest=future.result()))
+            except StoreError as exc:
+                self._error(identity, rid, _STORE_CODES.get(exc.code, Code.BAD_INPUT), str(exc))
+            except Exception:
+                log.exception("finishing input %s of job %s failed", name, job_id)
+                self._error(identity, rid, Code.INTERNAL, "internal server error; the server logged it")
 
     def _on_cancel(self, identity: bytes, msg: protocol.Message, last) -> None:
         rec = self._owned(identity, msg.fields["job"])
         if rec.state in ("uploading", "queued"):
-            if rec.job_id in self._fifo:
-                self._fifo.remove(rec.job_id)
+            self._queue.remove(rec.job_id)
             self.store.update(rec.job_id, state="cancelled")
             self._send(identity, "cancelled", msg.rid, job=rec.job_id)
         elif rec.state == "running":
@@ -295,7 +309,8 @@ class Server:
             raise ProtocolError(Code.BAD_STATE, f"job {rec.job_id} is already {rec.state}")
 
     def _on_list(self, identity: bytes, msg: protocol.Message, last) -> None:
-        recs = self.store.list(self._session(identity).client)[-MAX_LIST_ITEMS:]
+        session = self._sessions.get(identity)
+        recs = self.store.list(None if session.admin else session.client)[-MAX_LIST_ITEMS:]
         # Summaries stay small (no free text) so that 100 of them fit in one header.
         items = [{"job": r.job_id, "kind": r.kind, "state": r.state, "created": r.created, "updated": r.updated,
                   "stage": r.progress["stage"][:64], "fraction": r.progress["fraction"],
@@ -338,9 +353,9 @@ class Server:
             self._send(sub[0], type_, sub[1], job=job_id, **fields)
 
     def _dispatch(self) -> None:
-        """Feed the FIFO to the pool, one job per idle worker (the pool itself never queues)."""
-        while self._fifo and self._pool.idle_workers() > 0:
-            job_id = self._fifo.popleft()
+        """Feed the fair queue to the engine, one job per idle worker (the engine itself never queues)."""
+        while len(self._queue) and self._pool.idle_workers() > 0:
+            job_id = self._queue.pop()
             try:
                 rec = self.store.get(job_id)
                 if rec is None or rec.state != "queued":
@@ -396,3 +411,16 @@ class Server:
         else:
             self.store.update(job_id, state="cancelled")
             self._event(job_id, "cancelled")
+
+    def _housekeeping(self) -> None:
+        """Now and then: pick up added or revoked client keys; delete jobs past their retention."""
+        now = time.monotonic()
+        if self._auth is not None and now >= self._next_keys_check:
+            self._next_keys_check = now + KEYS_CHECK_S
+            if self._sessions.refresh_keys():
+                self._auth.configure_curve(domain="*", location=str(Path(self.config.keys_dir) / security.AUTHORIZED))
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY_S
+            for job_id in prune(self.store, self.config.retention):
+                self._subs.pop(job_id, None)
+

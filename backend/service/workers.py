@@ -8,11 +8,12 @@ locked or half-written for every other worker. Events are tuples:
     ("progress", job_id, stage, fraction, message)
     ("done", job_id, result_files)          # [{name, size, sha256}] of the result folder
     ("failed", job_id, code, message)       # code: an InputError code, "bad_params", "internal",
-                                            # "worker_crashed", or "interrupted" (from close())
+                                            # "disk_full", "worker_crashed", "interrupted" (from
+                                            # close()), or with the Ray engine "node_lost"
     ("cancelled", job_id)
 
-``submit`` never queues: it returns False when every worker is busy, so the server keeps the one
-waiting queue (its order, its cancels, its persistence). Workers put events on a multiprocessing
+These are the events of every engine (``engines``; ``ray_engine`` sends the same). ``submit`` never
+queues: it returns False when every worker is busy, so the server keeps the one waiting queue (its order, its cancels, its persistence). Workers put events on a multiprocessing
 Queue, whose feeder thread buffers them, so a slow server loop never stalls a job or loses events.
 Events stay small (one pipe write each, well under PIPE_BUF), so a worker killed while sending
 cannot leave half a message in its queue.
@@ -27,18 +28,15 @@ import queue
 import shutil
 import signal
 import time
-import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from backend.errors import InputError
-from backend.service.job_kinds import JOBS, MAX_MESSAGE, JobFailed  # noqa: F401  (JOBS: tests patch it here)
+from backend.service.job_kinds import JOBS, KINDS  # noqa: F401  (JOBS: tests patch it here)
 from backend.service.jobstore import INTERRUPTED
+from backend.service.runner import Runner, job_log
 
 log = logging.getLogger(__name__)
 
-KINDS = ("probe", "reconstruct", "retarget", "turntable")
 TERM_GRACE_S = 0.5      # SIGTERM, then SIGKILL after this
 
 
@@ -199,7 +197,7 @@ class WorkerPool:
         events = []
         if slot.job_id is not None:
             log.error("worker %d (pid %s) %s while running job %s", slot.index, slot.process.pid, why, slot.job_id)
-            _job_log(self.data_dir, slot.job_id, f"worker pid {slot.process.pid} {why}")
+            job_log(self.data_dir, slot.job_id, f"worker pid {slot.process.pid} {why}")
             events.append(("failed", slot.job_id, "worker_crashed",
                            f"the worker process stopped unexpectedly ({why}); submit the job again"))
         _remove_temp_results(slot.result_dir)
@@ -229,13 +227,6 @@ def _remove_temp_results(result_dir: Path | None) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _job_log(data_dir: Path, job_id: str, text: str) -> None:
-    if len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id):  # ids become file names
-        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        with open(Path(data_dir) / "logs" / f"{job_id}.log", "a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} {text.rstrip()}\n")
-
-
 # ---- inside a worker process ---------------------------------------------------------------------
 
 
@@ -259,50 +250,3 @@ def _worker_main(tasks, events, data_dir: str, parent_pid: int, gpu: int | None 
             runner.run(*task)
     finally:
         runner.close()
-
-
-class Runner:
-    """Runs one job at a time and reports it through ``emit``; keeps a Reconstructor between jobs."""
-
-    def __init__(self, data_dir: Path, emit):
-        self.data_dir, self.emit = Path(data_dir), emit
-        self._reconstructor = None
-
-    def close(self) -> None:
-        if self._reconstructor is not None:
-            self._reconstructor.close()
-
-    def progress(self, job_id: str, stage: str, fraction: float, message: str = "") -> None:
-        self.emit(("progress", job_id, stage, min(max(float(fraction), 0.0), 1.0), message[:MAX_MESSAGE]))
-
-    def run(self, job_id: str, kind: str, params: dict, input_paths: list[str], result_dir: str) -> None:
-        inputs = [Path(p) for p in input_paths]
-        _job_log(self.data_dir, job_id, f"start {kind} in pid {os.getpid()} with {len(inputs)} input(s)")
-        try:
-            files = JOBS[kind](self, job_id, params, inputs, Path(result_dir))
-        except JobFailed as exc:
-            self._fail(job_id, exc.code, exc.message)
-        except InputError as exc:
-            message = exc.one_line()
-            for p in inputs:  # clients know their file names, not the server's folders
-                message = message.replace(str(p), p.name)
-            self._fail(job_id, exc.code, message)
-        except Exception as exc:
-            _job_log(self.data_dir, job_id, traceback.format_exc())
-            self._fail(job_id, "internal", f"internal error ({type(exc).__name__}) in the server; "
-                                           f"its log for job {job_id} has the details")
-        else:
-            _job_log(self.data_dir, job_id, f"done: {len(files)} file(s)")
-            self.emit(("done", job_id, files))
-
-    def _fail(self, job_id: str, code: str, message: str) -> None:
-        _job_log(self.data_dir, job_id, f"failed {code}: {message}")
-        self.emit(("failed", job_id, code, message[:MAX_MESSAGE]))
-
-    def reconstructor(self, job_id: str):
-        if self._reconstructor is None:
-            self.progress(job_id, "loading", 0.0, "loading the head model and detectors")
-            from backend.reconstruct import ReconstructOptions, Reconstructor  # heavy: torch, MediaPipe
-
-            self._reconstructor = Reconstructor(ReconstructOptions(progress=False))
-        return self._reconstructor
