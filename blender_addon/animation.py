@@ -180,18 +180,6 @@ def apply_animation(context, head_obj, clip, action_name: str, transfer_head: bo
     return summary
 
 
-def fcurves_of(id_data) -> list:
-    """The F-curves ``id_data`` plays: its slot's channelbag (4.4+), else the Action's flat list."""
-    anim = id_data.animation_data
-    action = anim.action if anim is not None else None
-    if action is None:
-        return []
-    if not hasattr(action, "slots"):
-        return list(action.fcurves)
-    return [c for layer in action.layers for strip in layer.strips
-            for bag in [strip.channelbag(anim.action_slot)] if bag is not None for c in bag.fcurves]
-
-
 def current_actions(head_obj) -> tuple[str, str]:
     """(shape-key Action name, root Action name), "" where none: for the panel."""
     key = head_obj.data.shape_keys if head_obj.type == "MESH" else None

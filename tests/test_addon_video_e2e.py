@@ -4,7 +4,8 @@ Build a head from one video (``d3.mp4``): the imported head plays the tracked pe
 shape-key Action over every frame, one head-motion Action on the root, the scene at the clip's fps
 and length). Then "Retarget video" drives that head with another actor's video (``d6.mp4``): a new
 Action is applied and the first one is kept. As in ``test_addon_e2e.py`` the tests call the add-on's
-timer function (``jobs.drain``) themselves, since headless bpy has no event loop.
+timer function (``drain.drain``) themselves, since headless bpy has no event loop. Each test stands
+alone: the head built from the video is a module fixture both use.
 """
 
 from __future__ import annotations
@@ -22,18 +23,7 @@ from tests.conftest import MEDIA, require_shared
 
 bpy = pytest.importorskip("bpy")
 
-
-def _backend_kinds() -> set:
-    from backend.service.workers import JOBS
-
-    return set(JOBS)
-
-
-pytestmark = [
-    pytest.mark.blender, pytest.mark.slow,
-    pytest.mark.skipif("retarget" not in _backend_kinds(),
-                       reason="the backend has no video support yet: backend.service.workers.JOBS lacks 'retarget'"),
-]
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 VIDEOS = MEDIA / "video"
 BUILD_VIDEO, DRIVING_VIDEO = VIDEOS / "d3.mp4", VIDEOS / "d6.mp4"
@@ -42,8 +32,7 @@ BUILD_VIDEO, DRIVING_VIDEO = VIDEOS / "d3.mp4", VIDEOS / "d6.mp4"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request):
     require_shared()
-    if not (BUILD_VIDEO.is_file() and DRIVING_VIDEO.is_file()):
-        pytest.skip(f"sample media missing: {BUILD_VIDEO}, {DRIVING_VIDEO}")
+    assert BUILD_VIDEO.is_file() and DRIVING_VIDEO.is_file(), f"sample media missing: {BUILD_VIDEO}, {DRIVING_VIDEO}"
     srv = ServerProcess(tmp_path_factory.mktemp("serve") / "data")
     request.addfinalizer(lambda: srv.kill(signal.SIGTERM))  # also when start() fails half way
     return srv.start()
@@ -66,9 +55,10 @@ def _jobs():
 
 def _run(entry, deadline_s: float) -> None:
     """Call the timer as Blender would until the job ends (or fail after ``deadline_s``)."""
+    drain = importlib.import_module("headrig.drain").drain
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        assert _jobs().drain() > 0
+        assert drain() > 0
         if not entry.active:
             return
         time.sleep(0.1)
@@ -84,16 +74,18 @@ def _new_entry(operator, **kwargs):
 
 
 def _keyed_frames(action) -> set[float]:
-    frames = set()
-    for layer in action.layers:
-        for strip in layer.strips:
-            for bag in strip.channelbags:
-                for curve in bag.fcurves:
-                    frames |= {k.co[0] for k in curve.keyframe_points}
-    return frames
+    """Frames keyed on any F-curve: a slotted Action's channelbags (4.4+), else its flat list."""
+    if hasattr(action, "layers"):
+        curves = [c for layer in action.layers for strip in layer.strips for bag in strip.channelbags
+                  for c in bag.fcurves]
+    else:
+        curves = list(action.fcurves)
+    return {k.co[0] for curve in curves for k in curve.keyframe_points}
 
 
-def test_build_head_from_video(addon, server):
+@pytest.fixture(scope="module")
+def video_head(addon, server):
+    """The job entry of a head built from BUILD_VIDEO through the operators and imported by the timer."""
     prefs = importlib.import_module("headrig.preferences").get_prefs(bpy.context)
     prefs.server_address, prefs.timeout_s = server.address, 10.0
     bpy.ops.headrig.clear_photos()
@@ -101,6 +93,11 @@ def test_build_head_from_video(addon, server):
     entry = _new_entry(bpy.ops.headrig.build_head)
     _run(entry, 1100)
     assert entry.state == "done", entry.message
+    return entry
+
+
+def test_build_head_from_video(addon, video_head):
+    entry = video_head
     head = bpy.data.objects[entry.object_name]
     assert head.name == "d3_head" and head.parent.name == "d3_root"
     clip = read_animation(entry.bundle_path)
@@ -117,10 +114,8 @@ def test_build_head_from_video(addon, server):
     assert head.animation_data is None or head.animation_data.action is None
 
 
-def test_retarget_video_onto_the_head(addon, server):
-    head = bpy.data.objects.get("d3_head")
-    if head is None:
-        pytest.skip("needs the head built by test_build_head_from_video")
+def test_retarget_video_onto_the_head(addon, server, video_head):
+    head = bpy.data.objects[video_head.object_name]
     bpy.context.view_layer.objects.active = head
     entry = _new_entry(bpy.ops.headrig.retarget_video, filepath=str(DRIVING_VIDEO))
     assert entry.kind == "retarget" and entry.apply["target"] == "d3_head"
