@@ -30,8 +30,8 @@ test: install
 # `make test` runs the 4.5 of the [test] extra). Each bpy gets its own venv: a bpy wheel is ~370 MB
 # and pins one Python (3.11 for 4.2 up to 5.0). The backend goes in too, CPU torch pinned as above,
 # because the add-on tests build their heads with the real pipeline and talk to a real server.
-# Every file runs in its own pytest (each must stand alone); outside `make test`: about N minutes
-# per version on 2 cores. BPY_TESTS="tests/test_addon_gaussians.py" narrows it.
+# Every file runs in its own pytest (each must stand alone). Outside `make test`: about 4 minutes
+# per version on 2 cores, plus ~6 GB of venvs. BPY_TESTS="tests/test_addon_gaussians.py" narrows it.
 BPY_VERSIONS ?= 4.2.23 5.0.1
 BPY_TESTS    ?= $(sort $(wildcard tests/test_addon_*.py)) tests/test_gltf_blender.py
 # The [test] extra without its bpy pin (pytest, hypothesis): one list, in pyproject.toml.

@@ -161,7 +161,7 @@ def test_build_head_from_photo(addon, built):
     assert obj["headrig_bundle"] == str(Path(bundle).resolve())
     assert obj["headrig_landmark_rmse_px"] > 0
     skin = obj.data.materials.get("M_Face")
-    assert skin is not None and skin.use_nodes
+    assert skin is not None and skin.node_tree is not None
     images = [n.image for n in skin.node_tree.nodes if n.type == "TEX_IMAGE" and n.image is not None]
     assert images and images[0].size[0] > 0
     # jawOpen moves vertices: the key's data against Basis (metres), a few cm at the chin at most

@@ -190,7 +190,8 @@ def _settings(scene) -> dict:
     out = {"camera": scene.camera, "world": scene.world, "objects": sorted(o.name for o in scene.objects)}
     for label, struct in structs.items():
         for prop in struct.bl_rna.properties if struct is not None else ():
-            if prop.identifier == "rna_type" or prop.type in ("POINTER", "COLLECTION"):
+            if prop.identifier == "rna_type" or prop.type in ("POINTER", "COLLECTION") or \
+                    getattr(prop, "is_deprecated", False):  # 5.0 warns on reading those (Scene.use_nodes)
                 continue
             value = getattr(struct, prop.identifier)
             out[f"{label}.{prop.identifier}"] = (sorted(value) if isinstance(value, set) else
