@@ -94,18 +94,22 @@ def remove_turntable(head_collection) -> None:
 
 
 def _scene_for(context, head_collection):
-    """The head's turntable scene, emptied of its old rig, or a new one timed like the artist's scene."""
+    """The head's turntable scene (new, or emptied of its old rig), timed and lit like the artist's scene."""
     scene = turntable_scene(head_collection)
-    if scene is not None:
+    if scene is None:
+        scene = bpy.data.scenes.new(f"{head_collection.name} turntable")
+        scene[PROP_TURNTABLE] = head_collection.name
+        scene.collection.children.link(head_collection)
+    else:
         _clear_rig(scene)
-        return scene
     artist = context.scene
-    scene = bpy.data.scenes.new(f"{head_collection.name} turntable")
-    scene[PROP_TURNTABLE] = head_collection.name
-    scene.collection.children.link(head_collection)
-    scene.frame_start = artist.frame_start
-    scene.render.fps, scene.render.fps_base = artist.render.fps, artist.render.fps_base
-    scene.world = artist.world  # the artist's world lights it the same; it is shared, never changed
+    if artist != scene:  # (run from the turntable scene itself, it keeps what it has)
+        scene.frame_start = artist.frame_start
+        scene.render.fps, scene.render.fps_base = artist.render.fps, artist.render.fps_base
+        ours = scene.world if scene.world is not None and scene.world.name.startswith(WORLD_NAME) else None
+        scene.world = artist.world or ours  # the artist's world lights it the same; shared, never changed
+        if ours is not None and ours.users == 0:
+            bpy.data.worlds.remove(ours)
     if scene.world is None:
         scene.world = bpy.data.worlds.new(WORLD_NAME)
         scene.world.color = (0.02, 0.02, 0.025)

@@ -277,8 +277,10 @@ def test_operators(addon, scene, case, monkeypatch, tmp_path):
         before = _settings(artist)
         bpy.context.view_layer.objects.active = scene["head"]
         assert bpy.ops.headrig.turntable(frames=4, resolution=32) == {"FINISHED"}
-        made = _module("turntable").turntable_scene(_module("heads").head_collection_of(scene["head"]))
-        assert made.camera.name == "d8_camera" and made.frame_end == 4 and made.render.resolution_x == 32
+        heads = _module("heads")
+        name = heads.head_label(scene["head"])
+        made = _module("turntable").turntable_scene(heads.head_collection_of(scene["head"]))
+        assert made.camera.name == f"{name}_camera" and made.frame_end == 4 and made.render.resolution_x == 32
         assert _settings(artist) == before and bpy.context.scene == artist
         with pytest.raises(RuntimeError, match="no gaussians.ply"):
             bpy.ops.headrig.backend_turntable()  # the active head's bundle has none
@@ -293,7 +295,7 @@ def test_operators(addon, scene, case, monkeypatch, tmp_path):
         assert kw == {"kind": "turntable", "params": {"frames": 12, "size": 128}}
         bpy.context.view_layer.objects.active = scene["obj"]  # the Gaussians lead to their head too
         assert bpy.ops.headrig.import_gaussians(filepath=str(case["ply"]), ellipsoids=True) == {"FINISHED"}
-        scene["obj"] = bpy.data.objects["d8_gaussians"]
+        scene["obj"] = bpy.data.objects[f"{name}_gaussians"]
         _check_pose(scene["obj"], case, "rest")  # ellipsoids: same transforms, other instance
     finally:
         addon.unregister()
@@ -301,20 +303,23 @@ def test_operators(addon, scene, case, monkeypatch, tmp_path):
 
 def test_bundle_import_brings_the_gaussians(scene, case, bundle_dir, tmp_path):
     """A bundle with gaussians.ply imports with its Gaussians; importing it again replaces the head
-    and removes its turntable scene (last: it replaces the module's head)."""
+    and removes its turntable scene. The copy is removed afterwards: the module's head stays as it was."""
     importer, turntable = _module("importer"), _module("turntable")
     folder = shutil.copytree(bundle_dir, tmp_path / "d8")
     shutil.copy(case["ply"], folder / "gaussians.ply")
-    scene["head"] = importer.import_bundle(bpy.context, folder, replace=True)
-    # A copied folder is another head (another path): it arrives beside the first one.
-    found = [o for o in scene["head"].users_collection[0].objects if o.name.endswith("_gaussians")]
-    assert len(found) == 1
-    scene["obj"] = found[0]
-    assert scene["obj"].modifiers["HeadRig Gaussians"].node_group.name == "HeadRig Gaussians"
-    _check_pose(scene["obj"], case, "rest")
-    coll = scene["head"].users_collection[0]
-    made = turntable.setup_turntable(bpy.context, coll, frames=4, resolution=32, engine="CYCLES").scene.name
-    cameras = len(bpy.data.cameras)
-    scene["head"] = importer.import_bundle(bpy.context, folder, replace=True)
-    scene["obj"] = bpy.data.objects[scene["head"].name.removesuffix("_head") + "_gaussians"]
-    assert made not in bpy.data.scenes and len(bpy.data.cameras) == cameras - 1
+    head = importer.import_bundle(bpy.context, folder, replace=True)
+    try:
+        # A copied folder is another head (another path): it arrives beside the module's one.
+        assert head != scene["head"] and scene["head"].name in bpy.data.objects
+        found = [o for o in head.users_collection[0].objects if o.name.endswith("_gaussians")]
+        assert len(found) == 1
+        assert found[0].modifiers["HeadRig Gaussians"].node_group.name == "HeadRig Gaussians"
+        _check_pose(found[0], case, "rest")
+        made = turntable.setup_turntable(bpy.context, head.users_collection[0], frames=4, resolution=32,
+                                         engine="CYCLES").scene.name
+        cameras = len(bpy.data.cameras)
+        head = importer.import_bundle(bpy.context, folder, replace=True)
+        assert made not in bpy.data.scenes and len(bpy.data.cameras) == cameras - 1
+        _check_pose(bpy.data.objects[_module("heads").head_label(head) + "_gaussians"], case, "rest")
+    finally:
+        importer.remove_head(head.users_collection[0])

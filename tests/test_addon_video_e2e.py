@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import signal
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -85,7 +86,8 @@ def _keyed_frames(action) -> set[float]:
 
 @pytest.fixture(scope="module")
 def video_head(addon, server):
-    """The job entry of a head built from BUILD_VIDEO through the operators and imported by the timer."""
+    """A head built from BUILD_VIDEO through the operators and imported by the timer: its job entry and
+    the scene as the import left it (read here, so a later retarget cannot change what is checked)."""
     prefs = importlib.import_module("headrig.preferences").get_prefs(bpy.context)
     prefs.server_address, prefs.timeout_s = server.address, 10.0
     bpy.ops.headrig.clear_photos()
@@ -93,29 +95,31 @@ def video_head(addon, server):
     entry = _new_entry(bpy.ops.headrig.build_head)
     _run(entry, 1100)
     assert entry.state == "done", entry.message
-    return entry
+    head, scene = bpy.data.objects[entry.object_name], bpy.context.scene
+    shapes, motion = head.data.shape_keys.animation_data.action, head.parent.animation_data.action
+    return SimpleNamespace(
+        entry=entry, head=head.name, root=head.parent.name, fps=scene.render.fps / scene.render.fps_base,
+        frame_start=scene.frame_start, frame_end=scene.frame_end, actions=(shapes.name, motion.name),
+        keyed=_keyed_frames(shapes), all_actions=sorted(a.name for a in bpy.data.actions),
+        mesh_action=head.animation_data.action if head.animation_data else None)
 
 
 def test_build_head_from_video(addon, video_head):
-    entry = video_head
-    head = bpy.data.objects[entry.object_name]
-    assert head.name == "d3_head" and head.parent.name == "d3_root"
-    clip = read_animation(entry.bundle_path)
-    scene = bpy.context.scene
-    assert scene.render.fps / scene.render.fps_base == pytest.approx(clip.fps) and round(clip.fps) == 30
-    last = scene.frame_start + round(clip.times[-1] * clip.fps)
-    assert scene.frame_end == last
-    shapes, motion = head.data.shape_keys.animation_data.action, head.parent.animation_data.action
-    assert (shapes.name, motion.name) == ("d3", "d3 (head)")
-    keyed = _keyed_frames(shapes)
-    assert len(keyed) == clip.frame_count
-    assert min(keyed) == scene.frame_start and max(keyed) == pytest.approx(last, abs=0.5)
-    assert sorted(a.name for a in bpy.data.actions) == ["d3", "d3 (head)"]  # nothing left of the glTF import
-    assert head.animation_data is None or head.animation_data.action is None
+    built = video_head
+    assert built.head == "d3_head" and built.root == "d3_root"
+    clip = read_animation(built.entry.bundle_path)
+    assert built.fps == pytest.approx(clip.fps) and round(clip.fps) == 30
+    last = built.frame_start + round(clip.times[-1] * clip.fps)
+    assert built.frame_end == last
+    assert built.actions == ("d3", "d3 (head)")
+    assert len(built.keyed) == clip.frame_count
+    assert min(built.keyed) == built.frame_start and max(built.keyed) == pytest.approx(last, abs=0.5)
+    assert built.all_actions == ["d3", "d3 (head)"]  # nothing left of the glTF import
+    assert built.mesh_action is None
 
 
 def test_retarget_video_onto_the_head(addon, server, video_head):
-    head = bpy.data.objects[video_head.object_name]
+    head = bpy.data.objects[video_head.head]
     bpy.context.view_layer.objects.active = head
     entry = _new_entry(bpy.ops.headrig.retarget_video, filepath=str(DRIVING_VIDEO))
     assert entry.kind == "retarget" and entry.apply["target"] == "d3_head"
