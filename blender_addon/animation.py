@@ -27,6 +27,10 @@ import math
 
 import bpy
 
+from .headrig_shared.animation import read_animation
+from .headrig_shared.bundle_fields import BundleError
+from .heads import root_of
+
 HEAD_SUFFIX = " (head)"
 PREVIOUS_SUFFIX = " (previous)"
 PROP_SOURCE, PROP_FPS, PROP_FRAMES = "headrig_animation_source", "headrig_animation_fps", "headrig_animation_frames"
@@ -75,13 +79,6 @@ def to_blender_quaternions(rotations) -> list[tuple[float, float, float, float]]
     return out
 
 
-def root_of(obj):
-    """The top of the object's parent chain (a HeadRig head's ``<name>_root`` empty)."""
-    while obj.parent is not None:
-        obj = obj.parent
-    return obj
-
-
 def _retire(name: str) -> str:
     """Rename an existing Action called ``name`` out of the way (kept, with a fake user)."""
     old = bpy.data.actions.get(name)
@@ -92,7 +89,7 @@ def _retire(name: str) -> str:
     return old.name
 
 
-def _new_action(name: str, id_type: str, slot_name: str):
+def new_action(name: str, id_type: str, slot_name: str):
     """(action, slot or None, the F-curve collection to fill)."""
     _retire(name)
     action = bpy.data.actions.new(name)
@@ -104,7 +101,7 @@ def _new_action(name: str, id_type: str, slot_name: str):
     return action, slot, strip.channelbags.new(slot).fcurves
 
 
-def _assign(id_data, action, slot) -> str:
+def assign_action(id_data, action, slot) -> str:
     """Play ``action`` on ``id_data``; the Action it had keeps a fake user. Returns that one's name."""
     anim = id_data.animation_data or id_data.animation_data_create()
     old = anim.action
@@ -116,7 +113,7 @@ def _assign(id_data, action, slot) -> str:
     return old.name if old is not None else ""
 
 
-def _add_curve(fcurves, data_path: str, index: int, frames: list[float], values) -> None:
+def add_curve(fcurves, data_path: str, index: int, frames: list[float], values) -> None:
     linear = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value  # foreach_set wants ints
     curve = fcurves.new(data_path, index=index)
     points = curve.keyframe_points
@@ -155,24 +152,24 @@ def apply_animation(context, head_obj, clip, action_name: str, transfer_head: bo
                "frames": clip.frame_count, "frame_start": frames[0], "frame_end": frames[-1], "fps": clip.fps,
                "keys_matched": matched, "keys_missing": missing, "missing_frames": len(clip.missing)}
 
-    action, slot, fcurves = _new_action(action_name, "KEY", head_obj.name)
+    action, slot, fcurves = new_action(action_name, "KEY", head_obj.name)
     for name in matched:
-        _add_curve(fcurves, f'key_blocks["{bpy.utils.escape_identifier(name)}"].value', 0, frames,
+        add_curve(fcurves, f'key_blocks["{bpy.utils.escape_identifier(name)}"].value', 0, frames,
                    clip.weights[name])
-    summary["previous_shape_action"] = _assign(key, action, slot)
+    summary["previous_shape_action"] = assign_action(key, action, slot)
     summary["shape_action"] = action.name
 
     if transfer_head:
         root = root_of(head_obj)
-        action, slot, fcurves = _new_action(action_name + HEAD_SUFFIX, "OBJECT", root.name)
+        action, slot, fcurves = new_action(action_name + HEAD_SUFFIX, "OBJECT", root.name)
         quats = to_blender_quaternions(clip.head_rotation)
         for i in range(4):
-            _add_curve(fcurves, "rotation_quaternion", i, frames, [q[i] for q in quats])
+            add_curve(fcurves, "rotation_quaternion", i, frames, [q[i] for q in quats])
         locations = [to_blender_vector(t) for t in clip.head_translation]
         for i in range(3):
-            _add_curve(fcurves, "location", i, frames, [v[i] for v in locations])
+            add_curve(fcurves, "location", i, frames, [v[i] for v in locations])
         root.rotation_mode = "QUATERNION"
-        summary["previous_head_action"] = _assign(root, action, slot)
+        summary["previous_head_action"] = assign_action(root, action, slot)
         summary["head_action"] = action.name
 
     head_obj[PROP_SOURCE] = source or str(clip.source.get("file", ""))
@@ -197,9 +194,6 @@ def apply_result(context, folder, target: str, action_name: str, transfer_head: 
 
     Returns (head object, summary); AnimationFailed (one line) when the head is gone or the file bad.
     """
-    from .headrig_shared.animation import read_animation
-    from .headrig_shared.bundle_fields import BundleError
-
     head = bpy.data.objects.get(target)
     if head is None:
         raise AnimationFailed(f"{target}: the head is no longer in the scene; the animation is kept in {folder}")

@@ -170,7 +170,8 @@ def build_group(tree, material) -> None:
 
 def build_material(mat) -> None:
     """Emission(colour) over Transparent, mixed by opacity * exp(-sigma^2 / 2)."""
-    mat.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # 5.0 materials always use nodes (the flag is deprecated)
+        mat.use_nodes = True
     tree = mat.node_tree
     tree.nodes.clear()
     g = _Graph(tree)

@@ -28,11 +28,10 @@ import numpy as np
 from mathutils import kdtree
 
 from . import gaussian_nodes
+from .heads import GAUSSIANS_SUFFIX, PROP_BUNDLE, PROP_GAUSSIANS, PROP_JOB, PROP_MODEL, find_head, head_label
 
 SH_C0 = 0.28209479177387814  # the degree-0 spherical harmonic: colour = 0.5 + SH_C0 * f_dc
 SEARCH_K = 16  # triangles tried per Gaussian whose own triangle disagrees
-PROP_PLY = "headrig_gaussians"
-PROP_BUNDLE = "headrig_bundle"  # importer.PROP_BUNDLE, not imported: importer will import this module
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
               "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
               "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
@@ -257,7 +256,7 @@ def import_gaussians(context, head_obj, ply_path, footprint: float = 2.0, ellips
     if stats["off"] > 0.01 * len(ids):
         raise GaussianImportFailed(f"{path.name}: {stats['off']} of {len(ids)} Gaussians are off {head_obj.name}'s "
                                    f"surface (up to {stats['worst_mm']:.1f} mm); it was made for another head")
-    name = f"{head_obj.name.removesuffix('_head')}_gaussians"
+    name = f"{head_label(head_obj)}{GAUSSIANS_SUFFIX}"
     _remove_old(name)
     obj = bpy.data.objects.new(name, _points_mesh(name, g, ids))
     for coll in head_obj.users_collection or [context.scene.collection]:
@@ -266,10 +265,10 @@ def import_gaussians(context, head_obj, ply_path, footprint: float = 2.0, ellips
     obj.matrix_parent_inverse = head_obj.matrix_parent_inverse.copy()
     obj.matrix_basis = head_obj.matrix_basis.copy()
     obj.visible_shadow = False  # Gaussians carry their lighting; they should not darken the mesh
-    for key in ("headrig_job_id", "headrig_model", "headrig_bundle"):
+    for key in (PROP_JOB, PROP_MODEL, PROP_BUNDLE):
         if key in head_obj:
             obj[key] = head_obj[key]
-    obj[PROP_PLY] = str(path)
+    obj[PROP_GAUSSIANS] = str(path)
     obj["headrig_gaussians_stats"] = stats
     gaussian_nodes.add_modifier(obj, head_obj, footprint, ellipsoids)
     return obj
@@ -279,15 +278,6 @@ def import_bundle_gaussians(context, head_obj, bundle_dir):
     """After a bundle import: its gaussians.ply on the head, or None when the bundle has none."""
     ply = Path(bundle_dir) / "gaussians.ply"
     return import_gaussians(context, head_obj, ply) if ply.is_file() else None
-
-
-def _head_of(obj):
-    """The head mesh of the HeadRig head ``obj`` (mesh, root or Gaussians) belongs to, else None."""
-    from .operators_animation import (
-        find_head,  # at call time: importer imports this module
-    )
-
-    return find_head(obj)
 
 
 class HEADRIG_OT_import_gaussians(bpy.types.Operator):
@@ -303,19 +293,19 @@ class HEADRIG_OT_import_gaussians(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if _head_of(context.active_object) is None:
+        if find_head(context.active_object) is None:
             cls.poll_message_set("Select a HeadRig head (its mesh or root) first")
             return False
         return True
 
     def invoke(self, context, event):
-        bundle = _head_of(context.active_object).get(PROP_BUNDLE, "")
+        bundle = find_head(context.active_object).get(PROP_BUNDLE, "")
         self.filepath = str(Path(bundle) / "gaussians.ply") if bundle else ""
         context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
     def execute(self, context):
-        head = _head_of(context.active_object)
+        head = find_head(context.active_object)
         try:
             obj = import_gaussians(context, head, self.filepath, ellipsoids=self.ellipsoids)
         except GaussianImportFailed as exc:

@@ -38,8 +38,8 @@ from .animation import AnimationFailed, apply_animation
 from .gaussians import GaussianImportFailed, import_bundle_gaussians
 from .headrig_shared.animation import read_animation
 from .headrig_shared.bundle import BundleError, read_bundle
-
-PROP_JOB, PROP_MODEL, PROP_RMSE, PROP_BUNDLE = "headrig_job_id", "headrig_model", "headrig_landmark_rmse_px", "headrig_bundle"
+from .heads import COLLECTION_PREFIX, MESH_SUFFIX, PROP_BUNDLE, PROP_JOB, PROP_MODEL, PROP_RMSE, ROOT_SUFFIX
+from .turntable import remove_turntable
 
 
 class ImportFailed(Exception):
@@ -135,7 +135,9 @@ def _forget_gltf_tracks(names) -> None:
 
 
 def remove_head(coll) -> None:
-    """Delete a head collection, its objects and the data blocks only they used (Actions too)."""
+    """Delete a head collection, its turntable scene, its objects and the data blocks only they used
+    (Actions too)."""
+    remove_turntable(coll)
     meshes, materials, images, actions = set(), set(), set(), set()
     for obj in list(coll.all_objects):
         for data in _animated(obj):
@@ -210,21 +212,21 @@ def import_bundle(context, bundle_dir, replace: bool = True):
                     f"{len(keys)} keys vs {len(expected)} in head.json")
         raise ImportFailed(f"{glb.name}: shape keys do not match head.json ({diff}); re-export the bundle")
 
-    coll = bpy.data.collections.new(f"HeadRig {name}")
+    coll = bpy.data.collections.new(f"{COLLECTION_PREFIX}{name}")
     scene.collection.children.link(coll)
     for obj in new:
         for c in list(obj.users_collection):
             c.objects.unlink(obj)
         coll.objects.link(obj)
-    root = bpy.data.objects.new(f"{name}_root", None)
+    root = bpy.data.objects.new(f"{name}{ROOT_SUFFIX}", None)
     root.empty_display_type = "PLAIN_AXES"
     root.empty_display_size = 0.15
     coll.objects.link(root)
     for obj in new:
         if obj.parent is None:
             obj.parent = root
-    head.name = f"{name}_head"
-    head.data.name = f"{name}_head"
+    head.name = f"{name}{MESH_SUFFIX}"
+    head.data.name = head.name
 
     values = {PROP_JOB: manifest.job_id or "", PROP_MODEL: manifest.head_model, PROP_RMSE: _rmse(manifest),
               PROP_BUNDLE: str(bundle_dir)}

@@ -6,7 +6,7 @@ import are in ``operators_animation.py``; starting and stopping a local backend 
 ``operators_backend.py``.
 
 Every failure is ``self.report({'ERROR'}, one line)`` naming the file or the server; nothing raises
-into Blender. Long work runs in ``worker.py`` threads; the ``jobs.drain`` timer brings results in.
+into Blender. Long work runs in ``worker.py`` threads; the ``drain.drain`` timer brings results in.
 When invoked from the UI, Build and Check stay modal until their answer arrives (so they can report
 it; ESC cancels a build); called from Python (``execute``) they return at once.
 """
@@ -21,6 +21,7 @@ from bpy.props import CollectionProperty, StringProperty
 
 from . import jobs, preferences
 from .importer import ImportFailed, import_bundle
+from .jobs import registry_or_report, settings_or_report
 
 PHOTO_EXTS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")  # what the backend decodes (backend/video)
@@ -31,26 +32,6 @@ _NOT_MEDIA = "not a photo (JPEG, PNG) or video (MP4, MOV, M4V, MKV, WebM, AVI)"
 def file_glob(exts) -> str:
     """``*.mp4;*.MP4;...``: the file browser's filter matches case-sensitively on Linux."""
     return ";".join(f"*{e}" for e in exts) + ";" + ";".join(f"*{e.upper()}" for e in exts)
-
-
-def registry_or_report(op):
-    reg = jobs.registry()
-    if reg is None:
-        op.report({"ERROR"}, "HeadRig is not registered; re-enable the add-on")
-    return reg
-
-
-def settings_or_report(op, context):
-    settings = preferences.client_settings(context)
-    refusal = preferences.network_refusal(settings["address"])
-    if refusal:
-        op.report({"ERROR"}, refusal)
-        return None
-    keys = settings["keys_dir"]
-    if keys and not os.path.isdir(keys):
-        op.report({"ERROR"}, f"CURVE key folder {keys} does not exist; fix it in the HeadRig preferences")
-        return None
-    return settings
 
 
 class HEADRIG_OT_check_connection(bpy.types.Operator):

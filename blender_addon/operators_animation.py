@@ -4,7 +4,7 @@ Both act on the HeadRig head the active object belongs to (the head mesh or its 
 apply the result with ``animation.apply_animation`` as new Actions, keeping the ones the head had.
 A retarget runs like a build: a ``worker.py`` thread sends the video as a "retarget" job and fetches
 the result folder (``animation.json`` + ``livelink.csv``) under the results folder, and the
-``jobs.drain`` timer applies it to the head in the main thread. The Live Link CSV is read and
+``drain.drain`` timer applies it to the head in the main thread. The Live Link CSV is read and
 applied at once (no network).
 """
 
@@ -17,26 +17,13 @@ import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 
 from . import animation, jobs
-from .importer import PROP_BUNDLE
-from .operators import VIDEO_EXTS, file_glob, registry_or_report, settings_or_report
+from .headrig_shared.bundle_fields import BundleError
+from .headrig_shared.livelink import read_livelink_csv
+from .heads import find_head, head_label
+from .jobs import registry_or_report, settings_or_report
+from .operators import VIDEO_EXTS, file_glob
 
 _NO_HEAD = "Select a HeadRig head (its mesh or its root empty) first"
-
-
-def find_head(obj):
-    """The head mesh of the HeadRig head ``obj`` belongs to, else None."""
-    if obj is None or PROP_BUNDLE not in obj:
-        return None
-    if obj.type == "MESH" and obj.data.shape_keys is not None:
-        return obj
-    root = animation.root_of(obj)
-    return next((o for o in (root, *root.children_recursive)
-                 if o.type == "MESH" and o.data.shape_keys is not None and PROP_BUNDLE in o), None)
-
-
-def head_label(head) -> str:
-    """"d3" for the mesh "d3_head": the name Actions are called after."""
-    return head.name.removesuffix("_head")
 
 
 def _input_file(op, raw: str, exts, kind: str) -> str | None:
@@ -170,13 +157,6 @@ class HEADRIG_OT_import_livelink(_HeadOperator, bpy.types.Operator):
         if path is None:
             return {"CANCELLED"}
         name = os.path.basename(path)
-        try:
-            from .headrig_shared.bundle_fields import BundleError
-            from .headrig_shared.livelink import read_livelink_csv
-        except ImportError:
-            self.report({"ERROR"}, "This HeadRig build cannot read Live Link CSV files (no headrig_shared.livelink); "
-                                   "update the add-on")
-            return {"CANCELLED"}
         keys = [kb.name for kb in head.data.shape_keys.key_blocks[1:]]
         try:
             clip = read_livelink_csv(path, keys, fps=self.fps or None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import bpy
 
 from . import jobs, preferences
-from .operators import registry_or_report
+from .jobs import registry_or_report
 
 
 class HEADRIG_OT_start_backend(bpy.types.Operator):

@@ -1,43 +1,58 @@
 """Turntables: a camera orbiting a HeadRig head once, rendered here or by the backend.
 
-``setup_turntable`` builds a small rig in a child collection "<head collection> turntable" (so
-re-importing or removing the head removes it too, and a second setup replaces it): an empty at the
-centre of the head's meshes, turning 360 degrees about Z over the frame range with LINEAR keys,
-carrying the camera (in front of the face: glTF +Z forward is Blender -Y) and three area lights,
-so the lighting stays fixed relative to the camera as on a real turntable. Render settings: Eevee
-when the build has it, else Cycles on the CPU with few samples; Standard view transform (the
-Gaussians' colours are display colours); an MPEG-4/H.264 movie as output.
+``setup_turntable`` builds the turntable in a scene of its own, "<head collection> turntable", so
+the artist's scene keeps its render engine, resolution, colour management, output, camera, world
+and frame range: the head's collection is linked into that scene (the same objects, so shape keys
+and Actions play there too), beside a rig collection holding an empty at the centre of the head's
+meshes, turning 360 degrees about Z over the frame range with LINEAR keys, the camera (in front of
+the face: glTF +Z forward is Blender -Y) and three area lights parented to it, so the lighting stays
+fixed relative to the camera as on a real turntable. The turntable scene starts at the artist's
+first frame and plays at the artist's fps (so an Action plays there as it does in the artist's
+scene), renders with Eevee when the build has it, else Cycles on the CPU with few samples, with the
+Standard view transform (the Gaussians' colours are display colours), to an MPEG-4/H.264 movie.
+A second setup rebuilds the rig in the same scene; removing the head (``importer.remove_head``)
+removes its turntable scene.
 
 ``HEADRIG_OT_backend_turntable`` sends a bundle's head.json + gaussians.ply (+ animation.json) as a
 "turntable" job; the backend's splatting renderer writes ``turntable.mp4``, which
-``load_result`` opens as a movie clip once ``jobs`` has fetched it.
+``load_result`` opens as a movie clip once ``drain`` has fetched it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 from mathutils import Vector
 
-from .importer import PROP_BUNDLE
+from .animation import add_curve, assign_action, new_action
+from .heads import COLLECTION_PREFIX, PROP_BUNDLE, PROP_TURNTABLE, head_collection_of
+from .jobs import registry_or_report, results_dir, settings_or_report
 
 LENS_MM = 50.0
 SENSOR_MM = 36.0
 MARGIN = 1.3  # the head's horizontal extent fills 1/MARGIN of the frame
 CYCLES_SAMPLES = 16
+WORLD_NAME = "HeadRig turntable"
 # (name, energy W, size m, position in the pivot's frame in units of the orbit radius)
 LIGHTS = (("key", 60.0, 0.4, (-0.6, -0.8, 0.5)), ("fill", 20.0, 0.6, (0.8, -0.6, 0.1)),
           ("rim", 40.0, 0.3, (0.3, 0.9, 0.6)))
 
 
-def head_collection_of(obj):
-    """The "HeadRig <name>" collection ``obj`` (head, root, Gaussians) belongs to, else None."""
-    if obj is None:
-        return None
-    return next((c for c in obj.users_collection if PROP_BUNDLE in c), None)
+@dataclass
+class Turntable:
+    scene: bpy.types.Scene   # the turntable's own scene (render it, or switch to it to look)
+    camera: bpy.types.Object
+    pivot: bpy.types.Object  # the turning empty that carries camera and lights
+
+
+def turntable_scene(head_collection):
+    """The turntable scene made for ``head_collection``, else None."""
+    return next((s for s in bpy.data.scenes if s.get(PROP_TURNTABLE)
+                 and head_collection.name in s.collection.children), None)
 
 
 def _bounds(collection) -> tuple[Vector, Vector]:
@@ -52,44 +67,66 @@ def _bounds(collection) -> tuple[Vector, Vector]:
     return (lo + hi) / 2, hi - lo
 
 
-def _rig_collection(head_collection):
-    """An empty child collection for the rig, after removing what a previous setup left."""
-    name = f"{head_collection.name} turntable"
-    old = head_collection.children.get(name)
-    if old is not None:
-        for obj in list(old.objects):
+def _clear_rig(scene) -> None:
+    """Remove the rig collection(s) of a turntable scene: objects, cameras, lights, the pivot's Action."""
+    for coll in [c for c in scene.collection.children if c.get(PROP_TURNTABLE)]:
+        for obj in list(coll.objects):
             data = obj.data
+            action = obj.animation_data.action if obj.animation_data else None
             bpy.data.objects.remove(obj, do_unlink=True)
             if data is not None and data.users == 0:
                 (bpy.data.cameras if isinstance(data, bpy.types.Camera) else bpy.data.lights).remove(data)
-        bpy.data.collections.remove(old)
-    coll = bpy.data.collections.new(name)
-    head_collection.children.link(coll)
-    return coll
+            if action is not None and action.users == 0:
+                bpy.data.actions.remove(action)
+        bpy.data.collections.remove(coll)
 
 
-def _fcurves(id_data):
-    """Every F-curve of the id's Action: 4.4+ slotted channelbags, else the legacy list."""
-    anim = id_data.animation_data
-    action = anim.action if anim is not None else None
-    if action is None:
-        return []
-    slot = getattr(anim, "action_slot", None)
-    if slot is not None and getattr(action, "layers", None):
-        return [c for layer in action.layers for strip in layer.strips
-                for c in (strip.channelbag(slot).fcurves if strip.channelbag(slot) else [])]
-    return list(action.fcurves)
+def remove_turntable(head_collection) -> None:
+    """Delete the head's turntable scene, its rig and the world made for it (the head stays)."""
+    scene = turntable_scene(head_collection)
+    if scene is None:
+        return
+    _clear_rig(scene)
+    world = scene.world if scene.world is not None and scene.world.name.startswith(WORLD_NAME) else None
+    bpy.data.scenes.remove(scene)
+    if world is not None and world.users == 0:
+        bpy.data.worlds.remove(world)
+
+
+def _scene_for(context, head_collection):
+    """The head's turntable scene (new, or emptied of its old rig), timed and lit like the artist's scene."""
+    scene = turntable_scene(head_collection)
+    if scene is None:
+        scene = bpy.data.scenes.new(f"{head_collection.name} turntable")
+        scene[PROP_TURNTABLE] = head_collection.name
+        scene.collection.children.link(head_collection)
+    else:
+        _clear_rig(scene)
+    artist = context.scene
+    if artist != scene:  # (run from the turntable scene itself, it keeps what it has)
+        scene.frame_start = artist.frame_start
+        scene.render.fps, scene.render.fps_base = artist.render.fps, artist.render.fps_base
+        ours = scene.world if scene.world is not None and scene.world.name.startswith(WORLD_NAME) else None
+        scene.world = artist.world or ours  # the artist's world lights it the same; shared, never changed
+        if ours is not None and ours.users == 0:
+            bpy.data.worlds.remove(ours)
+    if scene.world is None:
+        scene.world = bpy.data.worlds.new(WORLD_NAME)
+        scene.world.color = (0.02, 0.02, 0.025)
+    return scene
 
 
 def _spin(pivot, start: int, end: int) -> None:
-    """0 at ``start``, one full turn at ``end``: the last frame repeats the first view."""
-    for frame, angle in ((start, 0.0), (end, 2 * math.pi)):
-        pivot.rotation_euler = (0.0, 0.0, angle)
-        pivot.keyframe_insert("rotation_euler", index=2, frame=frame)
-    for curve in _fcurves(pivot):
-        for point in curve.keyframe_points:
-            point.interpolation = "LINEAR"
-    pivot.rotation_euler = (0.0, 0.0, 0.0)
+    """0 at ``start``, one full turn at ``end`` (LINEAR): the last frame repeats the first view."""
+    action, slot, fcurves = new_action(f"{pivot.name} spin", "OBJECT", pivot.name)
+    add_curve(fcurves, "rotation_euler", 2, [float(start), float(end)], [0.0, 2 * math.pi])
+    assign_action(pivot, action, slot)
+
+
+def pick_engine() -> str:
+    """Eevee (named BLENDER_EEVEE_NEXT in 4.2-4.5 builds, BLENDER_EEVEE elsewhere), else Cycles."""
+    engines = bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items.keys()
+    return next((e for e in ("BLENDER_EEVEE_NEXT", "BLENDER_EEVEE") if e in engines), "CYCLES")
 
 
 def _lights(coll, pivot, label: str, radius: float) -> None:
@@ -103,10 +140,19 @@ def _lights(coll, pivot, label: str, radius: float) -> None:
         light.rotation_euler = (-light.location).to_track_quat("-Z", "Y").to_euler()
 
 
-def pick_engine() -> str:
-    """Eevee (named BLENDER_EEVEE_NEXT in 4.2-4.5 builds, BLENDER_EEVEE elsewhere), else Cycles."""
-    engines = bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items.keys()
-    return next((e for e in ("BLENDER_EEVEE_NEXT", "BLENDER_EEVEE") if e in engines), "CYCLES")
+def movie_output(render) -> None:
+    """An MPEG-4/H.264 movie without sound as the output of ``render`` (a scene's RenderSettings).
+
+    All of it every time: Blender 4.2 resets the container when the format comes back to FFMPEG from
+    a still format, and then appends frame numbers and ".mkv" to a path ending in ".mp4". Blender 5.0
+    lists FFMPEG under media_type VIDEO; 4.x has no media_type."""
+    if hasattr(render.image_settings, "media_type"):
+        render.image_settings.media_type = "VIDEO"
+    render.image_settings.file_format = "FFMPEG"
+    render.ffmpeg.format = "MPEG4"
+    render.ffmpeg.codec = "H264"
+    render.ffmpeg.constant_rate_factor = "HIGH"
+    render.ffmpeg.audio_codec = "NONE"
 
 
 def _render_settings(scene, engine: str, resolution: int) -> None:
@@ -123,27 +169,22 @@ def _render_settings(scene, engine: str, resolution: int) -> None:
     render.resolution_percentage = 100
     render.film_transparent = False  # H.264 has no alpha
     scene.view_settings.view_transform = "Standard"
-    render.image_settings.file_format = "FFMPEG"
-    render.ffmpeg.format = "MPEG4"
-    render.ffmpeg.codec = "H264"
-    render.ffmpeg.constant_rate_factor = "HIGH"
-    render.ffmpeg.audio_codec = "NONE"
-    if scene.world is None:
-        scene.world = bpy.data.worlds.new("HeadRig turntable")
-        scene.world.color = (0.02, 0.02, 0.025)
+    movie_output(render)
 
 
 def setup_turntable(context, head_collection, frames: int = 120, radius: float | None = None,
-                    resolution: int = 512, engine: str | None = None):
-    """Build (or rebuild) the turntable rig of a head collection; returns the camera object."""
-    scene = context.scene
+                    resolution: int = 512, engine: str | None = None) -> Turntable:
+    """Build (or rebuild) the turntable of a head collection in its own scene (see the module docstring)."""
     frames = max(2, int(frames))
     centre, size = _bounds(head_collection)
     half_fov = math.atan(SENSOR_MM / 2 / LENS_MM)
     if radius is None:
         radius = MARGIN * max(size.x, size.y, size.z) / 2 / math.tan(half_fov) + max(size.x, size.y) / 2
-    label = head_collection.name.removeprefix("HeadRig ").strip() or "head"
-    coll = _rig_collection(head_collection)
+    label = head_collection.name.removeprefix(COLLECTION_PREFIX).strip() or "head"
+    scene = _scene_for(context, head_collection)
+    coll = bpy.data.collections.new(f"{label} turntable rig")
+    coll[PROP_TURNTABLE] = head_collection.name
+    scene.collection.children.link(coll)
     pivot = bpy.data.objects.new(f"{label}_turntable", None)
     pivot.empty_display_type, pivot.empty_display_size = "CIRCLE", radius * 0.25
     pivot.location = centre
@@ -157,23 +198,22 @@ def setup_turntable(context, head_collection, frames: int = 120, radius: float |
     camera.location = (0.0, -radius, 0.0)
     camera.rotation_euler = (math.pi / 2, 0.0, 0.0)  # looks along +Y at the face, Z up
     _lights(coll, pivot, label, radius)
-    start = scene.frame_start
-    scene.frame_end = start + frames - 1
-    _spin(pivot, start, scene.frame_end)
+    scene.frame_end = scene.frame_start + frames - 1
+    _spin(pivot, scene.frame_start, scene.frame_end)
     _render_settings(scene, engine or pick_engine(), resolution)
     scene.render.filepath = f"//{label}_turntable.mp4"
     scene.camera = camera
-    return camera
+    scene.frame_set(scene.frame_start)
+    return Turntable(scene, camera, pivot)
 
 
-def render_turntable(context, filepath) -> Path:
-    """Render the scene's frame range to an MP4 at ``filepath`` (".mp4" added when missing)."""
-    scene = context.scene
+def render_turntable(scene, filepath) -> Path:
+    """Render a turntable scene's frame range to an MP4 at ``filepath`` (".mp4" added when missing)."""
     path = Path(bpy.path.abspath(str(filepath)))
     if path.suffix.lower() != ".mp4":
         path = path.with_name(path.name + ".mp4")
     path.parent.mkdir(parents=True, exist_ok=True)
-    scene.render.image_settings.file_format = "FFMPEG"
+    movie_output(scene.render)
     scene.render.filepath = str(path)  # with the extension given, Blender writes exactly this file
     bpy.ops.render.render(animation=True, scene=scene.name)
     if not path.is_file() or path.stat().st_size == 0:
@@ -182,7 +222,7 @@ def render_turntable(context, filepath) -> Path:
 
 
 def load_result(context, folder, label: str = ""):
-    """A finished "turntable" job's folder -> (movie clip, one line). For ``jobs`` after the fetch."""
+    """A finished "turntable" job's folder -> (movie clip, one line). For ``drain`` after the fetch."""
     movie = Path(folder) / "turntable.mp4"
     if not movie.is_file() or movie.stat().st_size == 0:
         raise RuntimeError(f"{movie}: the turntable job returned no movie")
@@ -192,7 +232,7 @@ def load_result(context, folder, label: str = ""):
 
 
 class HEADRIG_OT_turntable(bpy.types.Operator):
-    """Put a camera and three lights on a turntable around the active HeadRig head, optionally render it"""
+    """Build a turntable scene around the active HeadRig head (camera, three lights), optionally render it"""
 
     bl_idname = "headrig.turntable"
     bl_label = "Turntable"
@@ -213,15 +253,16 @@ class HEADRIG_OT_turntable(bpy.types.Operator):
     def execute(self, context):
         coll = head_collection_of(context.active_object)
         try:
-            camera = setup_turntable(context, coll, self.frames, resolution=self.resolution)
+            turntable = setup_turntable(context, coll, self.frames, resolution=self.resolution)
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         if not self.render:
-            self.report({"INFO"}, f"{camera.name}: {self.frames} frames around {coll.name}")
+            self.report({"INFO"}, f"Scene {turntable.scene.name}: {self.frames} frames around {coll.name} "
+                                  f"(pick it in the scene selector to look or render)")
             return {"FINISHED"}
         try:
-            path = render_turntable(context, self.filepath)
+            path = render_turntable(turntable.scene, self.filepath)
         except (RuntimeError, OSError) as exc:
             self.report({"ERROR"}, f"Turntable render failed: {str(exc).strip().splitlines()[-1][:200]}")
             return {"CANCELLED"}
@@ -254,11 +295,6 @@ class HEADRIG_OT_backend_turntable(bpy.types.Operator):
         return folder, [folder / "head.json", folder / "gaussians.ply", *extra]
 
     def execute(self, context):
-        from . import (
-            jobs,  # here, not at the top: jobs imports this module for load_result
-        )
-        from .operators import registry_or_report, settings_or_report
-
         found = self._inputs(context)
         if isinstance(found, str):
             self.report({"ERROR"}, found)
@@ -270,7 +306,7 @@ class HEADRIG_OT_backend_turntable(bpy.types.Operator):
             return {"CANCELLED"}
         params = {"frames": int(self.frames), "size": int(self.size)}
         try:  # results_dir() creates the folder results are fetched into
-            entry = reg.start_job(f"{folder.name} turntable", files, settings, jobs.results_dir(), kind="turntable",
+            entry = reg.start_job(f"{folder.name} turntable", files, settings, results_dir(), kind="turntable",
                                   params=params)
         except OSError as exc:
             self.report({"ERROR"}, f"Cannot create the results folder: {exc}")

@@ -1,7 +1,7 @@
 """Background threads that talk to ``headrig serve`` (no bpy here: threads never touch Blender data).
 
 Every thread owns its own ``HeadRigClient`` (a client is not thread-safe) and reports to the main
-thread only through a ``queue.Queue`` of small tuples, which ``jobs.drain`` consumes on a bpy timer:
+thread only through a ``queue.Queue`` of small tuples, which ``drain.drain`` consumes on a bpy timer:
 
     ("connection", token, True, {"server", "version", "device", "model", "kinds"})
     ("connection", token, False, {"code", "message"})

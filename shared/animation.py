@@ -223,6 +223,8 @@ def euler_ypr_to_quaternion(yaw: float, pitch: float, roll: float) -> list[float
 
 
 def quaternion_multiply(a: list[float], b: list[float]) -> list[float]:
+    """The Hamilton product a b of (w, x, y, z) quaternions: b's rotation, then a's. The project's one
+    copy: the backend's retarget uses it, and so does Live Link import in the add-on (vendored)."""
     aw, ax, ay, az = a
     bw, bx, by, bz = b
     return [aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,

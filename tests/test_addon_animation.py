@@ -17,7 +17,7 @@ import pytest
 
 import build_addon
 from shared.animation import AnimationClip, euler_ypr_to_quaternion
-from tests.conftest import MEDIA, REPO
+from tests.conftest import MEDIA, require_shared
 
 bpy = pytest.importorskip("bpy")
 
@@ -220,7 +220,6 @@ def _animated_glb(path: Path, clip: AnimationClip) -> bytes:
 
 
 def test_video_bundle_import_replaces_the_gltf_animation(addon, bundle_dir, tmp_path):
-    pytest.importorskip("pygltflib")
     video = _video_bundle(bundle_dir, tmp_path / "d8video")
     bpy.ops.wm.read_factory_settings(use_empty=True)
     gltf_addon = bpy.context.preferences.addons.get("io_scene_gltf2")
@@ -288,8 +287,6 @@ def _livelink_csv(path: Path, frames: int = 10) -> Path:
 
 
 def test_import_livelink_csv_operator(addon, bundle_dir, tmp_path):
-    if not (REPO / "shared" / "livelink.py").is_file():
-        pytest.skip("shared/livelink.py (read_livelink_csv) does not exist yet")
     head = _fresh_head(bundle_dir)
     bpy.context.view_layer.objects.active = head.parent  # the root empty works as well as the mesh
     csv = _livelink_csv(tmp_path / "take1.csv")
@@ -325,9 +322,9 @@ def test_operators_need_a_head(addon, bundle_dir, tmp_path):
 
 
 def test_build_refuses_a_video_with_other_inputs(addon, tmp_path):
+    require_shared()
     video = MEDIA / "video" / "d3.mp4"
-    if not video.is_file():
-        pytest.skip(f"sample media missing: {video}")
+    assert video.is_file(), f"sample media missing: {video}"
     bpy.ops.headrig.clear_photos()
     assert bpy.ops.headrig.add_photos(filepath=str(video)) == {"FINISHED"}
     assert bpy.ops.headrig.add_photos(filepath=str(MEDIA / "images" / "d8.jpg")) == {"FINISHED"}
@@ -344,7 +341,7 @@ def test_retarget_result_is_applied_by_the_timer(addon, bundle_dir, tmp_path):
     from shared.animation import animation_bytes
 
     head = _fresh_head(bundle_dir)
-    jobs = _module("jobs")
+    jobs, drain = _module("jobs"), _module("drain")
     reg = jobs.registry()
     clip = make_clip()
     clip.calibration = {"neutral_frame": 0, "smoothing": True}
@@ -356,7 +353,7 @@ def test_retarget_result_is_applied_by_the_timer(addon, bundle_dir, tmp_path):
     reg.jobs[entry.local_id] = entry
     reg.events.put(("done", entry.local_id, str(result)))
     for _ in range(3):
-        jobs.drain()
+        drain.drain()
     assert entry.state == "done", entry.message
     assert entry.message.startswith("Applied d8 retarget take to d8_head") and entry.object_name == "d8_head"
     assert head.data.shape_keys.animation_data.action.name == "d8 retarget take"
@@ -366,7 +363,7 @@ def test_retarget_result_is_applied_by_the_timer(addon, bundle_dir, tmp_path):
     reg.jobs[gone.local_id] = gone
     reg.events.put(("done", gone.local_id, str(result)))
     for _ in range(3):
-        jobs.drain()
+        drain.drain()
     assert gone.state == "error" and "ghost_head: the head is no longer in the scene" in gone.message
     assert "ghost" not in bpy.data.actions
     reg.clear_finished()

@@ -1,6 +1,6 @@
 """The Blender add-on end to end: real bpy, a real `headrig serve`, the extension as build_addon.py zips it.
 
-Headless bpy has no event loop, so the tests call the add-on's timer function (``jobs.drain``)
+Headless bpy has no event loop, so the tests call the add-on's timer function (``drain.drain``)
 themselves until a job ends, exactly as ``bpy.app.timers`` would. The add-on is imported from the
 built zip (extracted as package ``headrig``), so it sees ``headrig_shared`` as an installed extension
 does. Order matters for speed: the reconstructs run first (one worker, warmed once); the cancel test
@@ -24,6 +24,7 @@ bpy = pytest.importorskip("bpy")
 import build_addon  # noqa: E402
 from shared.client import HeadRigClient
 from bench.serverproc import ServerProcess, free_port  # noqa: E402
+from tests.conftest import require_shared  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -42,8 +43,8 @@ def _hard_timeout():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not D8.is_file():
-        pytest.skip(f"sample media missing: {D8}")
+    require_shared()
+    assert D8.is_file() and CAT.is_file(), f"sample media missing: {D8}, {CAT}"
     srv = ServerProcess(tmp_path_factory.mktemp("serve") / "data").start()
     yield srv
     srv.kill(signal.SIGTERM)
@@ -63,11 +64,11 @@ def addon(tmp_path_factory):
             mod.register()
             mod.unregister()
         mod.register()
-        jobs = importlib.import_module("headrig.jobs")
+        jobs, drain = importlib.import_module("headrig.jobs"), importlib.import_module("headrig.drain")
         jobs.registry().results_dir = root / "results"
         yield mod
         mod.unregister()
-        assert jobs.registry() is None and not bpy.app.timers.is_registered(jobs.drain)
+        assert jobs.registry() is None and not bpy.app.timers.is_registered(drain.drain)
     finally:
         sys.path.remove(str(root))
         for name in [m for m in sys.modules if m == "headrig" or m.startswith("headrig.")]:
@@ -76,6 +77,10 @@ def addon(tmp_path_factory):
 
 def _jobs():
     return importlib.import_module("headrig.jobs")
+
+
+def _drain():
+    return importlib.import_module("headrig.drain").drain
 
 
 def _prefs():
@@ -96,10 +101,10 @@ def _set_photos(*paths: Path) -> None:
 
 def _run(until, deadline_s: float):
     """Call the timer like Blender would until until() holds; returns the drain's last interval."""
-    jobs = _jobs()
+    jobs, drain = _jobs(), _drain()
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        interval = jobs.drain()
+        interval = drain()
         assert interval is not None and interval > 0
         if until():
             return interval
@@ -128,13 +133,19 @@ def test_connection_check(addon, server):
         wm.connection_message
 
 
-def test_build_head_from_photo(addon, server):
+@pytest.fixture(scope="module")
+def built(addon, server):
+    """The job entry of d8.jpg built on the server and imported by the timer."""
     _use(server.address)
     _set_photos(D8)
     entry = _build()
-    reg = _jobs().registry()
     _run(lambda: not entry.active, 180)
     assert entry.state == "done", entry.message
+    return entry
+
+
+def test_build_head_from_photo(addon, built):
+    entry, reg = built, _jobs().registry()
     heads = _head_collections()
     assert len(heads) == 1 and heads[0].name == "HeadRig d8"
     obj = bpy.data.objects[entry.object_name]
@@ -150,7 +161,7 @@ def test_build_head_from_photo(addon, server):
     assert obj["headrig_bundle"] == str(Path(bundle).resolve())
     assert obj["headrig_landmark_rmse_px"] > 0
     skin = obj.data.materials.get("M_Face")
-    assert skin is not None and skin.use_nodes
+    assert skin is not None and skin.node_tree is not None
     images = [n.image for n in skin.node_tree.nodes if n.type == "TEX_IMAGE" and n.image is not None]
     assert images and images[0].size[0] > 0
     # jawOpen moves vertices: the key's data against Basis (metres), a few cm at the chin at most
@@ -173,12 +184,8 @@ def test_build_head_from_photo(addon, server):
     assert reg.longest_drain_ms < 100
 
 
-def test_import_bundle_twice_replaces(addon, server):
-    reg = _jobs().registry()
-    done = [e for e in reg.jobs.values() if e.state == "done"]
-    if not done:
-        pytest.skip("needs the head built by test_build_head_from_photo")
-    folder = done[-1].bundle_path
+def test_import_bundle_twice_replaces(addon, built):
+    folder = built.bundle_path
     for _ in range(2):
         assert bpy.ops.headrig.import_bundle(directory=folder) == {"FINISHED"}
     heads = _head_collections()

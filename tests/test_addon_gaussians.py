@@ -11,7 +11,6 @@ Gaussian's rotation is C R (its own local axes are not converted).
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 import shutil
 from pathlib import Path
@@ -71,14 +70,15 @@ def scene(addon, bundle_dir, case):
 
 
 def _instances(obj) -> np.ndarray:
-    """[N, 4, 4] world matrices of the evaluated instances, in point order."""
+    """[N, 4, 4] world matrices of the evaluated instances, in point order. Read from the depsgraph's
+    instance list (``persistent_id[1]`` is the instance's index), which every Blender 4.2+ has;
+    ``Object.evaluated_geometry()`` only exists from 4.3."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    geometry = obj.evaluated_get(depsgraph).evaluated_geometry()  # keep it alive while reading
-    cloud = geometry.instances_pointcloud()
-    flat = np.zeros(len(cloud.points) * 16, dtype=np.float32)
-    cloud.attributes["instance_transform"].data.foreach_get("value", flat)
-    world = np.array(obj.matrix_world, dtype=np.float64)
-    return world @ flat.reshape(-1, 4, 4).transpose(0, 2, 1)  # stored column-major
+    found = {inst.persistent_id[1]: np.array(inst.matrix_world, dtype=np.float64)
+             for inst in depsgraph.object_instances
+             if inst.is_instance and inst.parent is not None and inst.parent.original == obj}
+    assert sorted(found) == list(range(len(found))), "instances missing from the depsgraph"
+    return np.stack([found[i] for i in range(len(found))])
 
 
 def _expected(case, pose: str):
@@ -180,50 +180,108 @@ def _coverage(path) -> float:
     return float((alpha > 0.05).mean())
 
 
-def test_turntable_loops_and_renders(scene, tmp_path):
-    turntable = _module("turntable")
-    coll = turntable.head_collection_of(scene["head"])
-    camera = turntable.setup_turntable(bpy.context, coll, frames=8, resolution=64, engine="CYCLES")
+def _settings(scene) -> dict:
+    """Every plain value of the scene and its render, output, colour-management, Cycles and Eevee
+    settings (read through RNA, so a setting added in a later Blender is covered too), plus its
+    camera, world and objects."""
+    structs = {"scene": scene, "render": scene.render, "image": scene.render.image_settings,
+               "ffmpeg": scene.render.ffmpeg, "view": scene.view_settings, "display": scene.display_settings,
+               "cycles": getattr(scene, "cycles", None), "eevee": getattr(scene, "eevee", None)}
+    out = {"camera": scene.camera, "world": scene.world, "objects": sorted(o.name for o in scene.objects)}
+    for label, struct in structs.items():
+        for prop in struct.bl_rna.properties if struct is not None else ():
+            if prop.identifier == "rna_type" or prop.type in ("POINTER", "COLLECTION") or \
+                    getattr(prop, "is_deprecated", False):  # 5.0 warns on reading those (Scene.use_nodes)
+                continue
+            value = getattr(struct, prop.identifier)
+            out[f"{label}.{prop.identifier}"] = (sorted(value) if isinstance(value, set) else
+                                                 tuple(value) if hasattr(value, "__len__") and not isinstance(value, str)
+                                                 else value)
+    return out
+
+
+def _artist_scene(tmp_path):
+    """The artist's own choices, none of them what a turntable uses."""
     sc = bpy.context.scene
-    assert sc.camera == camera and (sc.frame_start, sc.frame_end) == (1, 8)
+    sc.render.engine = "BLENDER_WORKBENCH"
+    sc.render.resolution_x, sc.render.resolution_y, sc.render.resolution_percentage = 640, 360, 50
+    sc.render.film_transparent = True
+    sc.render.fps, sc.render.fps_base = 24, 1.0
+    sc.frame_start, sc.frame_end, sc.frame_current = 1, 250, 7
+    sc.view_settings.view_transform = "AgX"  # Blender 4.x/5.x's default, not the turntable's Standard
+    sc.view_settings.exposure = 0.5
+    sc.render.image_settings.file_format = "PNG"
+    sc.render.filepath = str(tmp_path / "artist_")
+    sc.world = bpy.data.worlds.new("artist world")
+    camera = bpy.data.objects.new("artist camera", bpy.data.cameras.new("artist camera"))
+    sc.collection.objects.link(camera)
+    sc.camera = camera
+    return sc
+
+
+def test_turntable_loops_renders_and_leaves_the_artists_scene_alone(scene, tmp_path):
+    turntable = _module("turntable")
+    artist = _artist_scene(tmp_path)
+    before = _settings(artist)
+    coll = _module("heads").head_collection_of(scene["head"])
+    tt = turntable.setup_turntable(bpy.context, coll, frames=8, resolution=64, engine="CYCLES")
+    sc = tt.scene
+    assert sc != artist and sc.name == "HeadRig d8 turntable" and turntable.turntable_scene(coll) == sc
+    assert sc.camera == tt.camera and (sc.frame_start, sc.frame_end) == (1, 8) and sc.render.fps == 24
+    assert sc.render.engine == "CYCLES" and sc.view_settings.view_transform == "Standard"
+    assert coll.name in sc.collection.children and sc.world == artist.world  # the same head, the artist's world
     seen = {}
+    depsgraph = sc.view_layers[0].depsgraph  # not the window's scene: read its own evaluation
     for frame in (1, 5, 8):
         sc.frame_set(frame)
-        seen[frame] = np.array(camera.matrix_world)
+        seen[frame] = np.array(tt.camera.evaluated_get(depsgraph).matrix_world)
     assert np.abs(seen[1] - seen[8]).max() < 1e-5
     assert math.dist(seen[1][:3, 3], seen[5][:3, 3]) > 0.2  # half a turn later: behind the head
     sc.frame_set(1)
     sc.cycles.samples = 1
     sc.render.film_transparent = True
+    if hasattr(sc.render.image_settings, "media_type"):  # Blender 5.0: stills are media type IMAGE
+        sc.render.image_settings.media_type = "IMAGE"
     sc.render.image_settings.file_format = "PNG"
     sc.render.image_settings.color_mode = "RGBA"  # the movie format left RGB behind
     covered = {}
     for label, hide_head in (("all", False), ("gaussians", True)):
         scene["head"].hide_render = hide_head
         sc.render.filepath = str(tmp_path / f"{label}.png")
-        bpy.ops.render.render(write_still=True)
+        bpy.ops.render.render(write_still=True, scene=sc.name)
         covered[label] = _coverage(tmp_path / f"{label}.png")
     scene["head"].hide_render = False
     assert covered["all"] > 0.1 and 0.0 < covered["gaussians"] < covered["all"], covered
     sc.frame_end = 2
-    movie = turntable.render_turntable(bpy.context, tmp_path / "turntable")
+    movie = turntable.render_turntable(sc, tmp_path / "turntable")
     assert movie.name == "turntable.mp4" and movie.stat().st_size > 0
     clip, message = turntable.load_result(bpy.context, tmp_path, "d8 turntable")  # what a backend job returns
     assert clip.name == "d8 turntable" and clip.frame_duration == 2 and "2 frames" in message
+    # a second setup rebuilds the rig in the same scene: one camera, one spin Action
+    again = turntable.setup_turntable(bpy.context, coll, frames=4, resolution=32, engine="CYCLES")
+    assert again.scene == sc and sc.frame_end == 4 and sc.camera == again.camera
+    assert len([o for o in bpy.data.objects if o.type == "CAMERA" and o.name.startswith("d8_camera")]) == 1
+    assert len([a for a in bpy.data.actions if a.name.startswith("d8_turntable spin")]) == 1
+    after = _settings(artist)
+    assert after == before, {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
+    assert bpy.context.scene == artist
 
 
-def test_operators(addon, scene, case, monkeypatch):
-    """Turntable sets up; Backend turntable refuses a bundle without Gaussians and sends the right job."""
-    turntable, jobs = _module("turntable"), _module("jobs")
+def test_operators(addon, scene, case, monkeypatch, tmp_path):
+    """Turntable sets up its own scene (the artist's stays as it was); Backend turntable refuses a
+    bundle without Gaussians and sends the right job; Import Gaussians works from the Gaussians too."""
+    jobs = _module("jobs")
     addon.register()
-    extra = [c for c in (*turntable.CLASSES, *_module("gaussians").CLASSES)  # until __init__ lists them
-             if not getattr(c, "is_registered", False)]
-    for cls in extra:
-        bpy.utils.register_class(cls)
     try:
+        artist = _artist_scene(tmp_path)
+        before = _settings(artist)
         bpy.context.view_layer.objects.active = scene["head"]
         assert bpy.ops.headrig.turntable(frames=4, resolution=32) == {"FINISHED"}
-        assert bpy.context.scene.camera.name == "d8_camera" and bpy.context.scene.frame_end == 4
+        heads = _module("heads")
+        name = heads.head_label(scene["head"])
+        made = _module("turntable").turntable_scene(heads.head_collection_of(scene["head"]))
+        assert made.camera.name == f"{name}_camera" and made.frame_end == 4 and made.render.resolution_x == 32
+        assert _settings(artist) == before and bpy.context.scene == artist
         with pytest.raises(RuntimeError, match="no gaussians.ply"):
             bpy.ops.headrig.backend_turntable()  # the active head's bundle has none
         folder = case["ply"].parent
@@ -232,30 +290,36 @@ def test_operators(addon, scene, case, monkeypatch):
         monkeypatch.setattr(jobs.registry(), "start_job",
                             lambda *args, **kw: sent.append((args, kw)) or SimpleNamespace(local_id="j9"))
         assert bpy.ops.headrig.backend_turntable(directory=str(folder), frames=12, size=128) == {"FINISHED"}
-        (label, files, _settings, _out), kw = sent[0]
+        (label, files, _settings_, _out), kw = sent[0]
         assert label == f"{folder.name} turntable" and [Path(f).name for f in files] == ["head.json", "gaussians.ply"]
         assert kw == {"kind": "turntable", "params": {"frames": 12, "size": 128}}
         bpy.context.view_layer.objects.active = scene["obj"]  # the Gaussians lead to their head too
         assert bpy.ops.headrig.import_gaussians(filepath=str(case["ply"]), ellipsoids=True) == {"FINISHED"}
-        scene["obj"] = bpy.data.objects["d8_gaussians"]
+        scene["obj"] = bpy.data.objects[f"{name}_gaussians"]
         _check_pose(scene["obj"], case, "rest")  # ellipsoids: same transforms, other instance
     finally:
-        for cls in reversed(extra):
-            bpy.utils.unregister_class(cls)
         addon.unregister()
 
 
 def test_bundle_import_brings_the_gaussians(scene, case, bundle_dir, tmp_path):
-    """A bundle with gaussians.ply imports with its Gaussians (last: it replaces the module's head)."""
-    importer = _module("importer")
-    if "gaussians" not in inspect.getsource(importer):
-        pytest.skip("importer.import_bundle does not call gaussians.import_bundle_gaussians yet")
+    """A bundle with gaussians.ply imports with its Gaussians; importing it again replaces the head
+    and removes its turntable scene. The copy is removed afterwards: the module's head stays as it was."""
+    importer, turntable = _module("importer"), _module("turntable")
     folder = shutil.copytree(bundle_dir, tmp_path / "d8")
     shutil.copy(case["ply"], folder / "gaussians.ply")
-    scene["head"] = importer.import_bundle(bpy.context, folder, replace=True)
-    # A copied folder is another head (no job id, another path): it arrives beside the first one.
-    found = [o for o in scene["head"].users_collection[0].objects if o.name.endswith("_gaussians")]
-    assert len(found) == 1
-    scene["obj"] = found[0]
-    assert scene["obj"].modifiers["HeadRig Gaussians"].node_group.name == "HeadRig Gaussians"
-    _check_pose(scene["obj"], case, "rest")
+    head = importer.import_bundle(bpy.context, folder, replace=True)
+    try:
+        # A copied folder is another head (another path): it arrives beside the module's one.
+        assert head != scene["head"] and scene["head"].name in bpy.data.objects
+        found = [o for o in head.users_collection[0].objects if o.name.endswith("_gaussians")]
+        assert len(found) == 1
+        assert found[0].modifiers["HeadRig Gaussians"].node_group.name == "HeadRig Gaussians"
+        _check_pose(found[0], case, "rest")
+        made = turntable.setup_turntable(bpy.context, head.users_collection[0], frames=4, resolution=32,
+                                         engine="CYCLES").scene.name
+        cameras = len(bpy.data.cameras)
+        head = importer.import_bundle(bpy.context, folder, replace=True)
+        assert made not in bpy.data.scenes and len(bpy.data.cameras) == cameras - 1
+        _check_pose(bpy.data.objects[_module("heads").head_label(head) + "_gaussians"], case, "rest")
+    finally:
+        importer.remove_head(head.users_collection[0])

@@ -4,7 +4,8 @@ Build a head from one video (``d3.mp4``): the imported head plays the tracked pe
 shape-key Action over every frame, one head-motion Action on the root, the scene at the clip's fps
 and length). Then "Retarget video" drives that head with another actor's video (``d6.mp4``): a new
 Action is applied and the first one is kept. As in ``test_addon_e2e.py`` the tests call the add-on's
-timer function (``jobs.drain``) themselves, since headless bpy has no event loop.
+timer function (``drain.drain``) themselves, since headless bpy has no event loop. Each test stands
+alone: the head built from the video is a module fixture both use.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import signal
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,18 +24,7 @@ from tests.conftest import MEDIA, require_shared
 
 bpy = pytest.importorskip("bpy")
 
-
-def _backend_kinds() -> set:
-    from backend.service.workers import JOBS
-
-    return set(JOBS)
-
-
-pytestmark = [
-    pytest.mark.blender, pytest.mark.slow,
-    pytest.mark.skipif("retarget" not in _backend_kinds(),
-                       reason="the backend has no video support yet: backend.service.workers.JOBS lacks 'retarget'"),
-]
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 VIDEOS = MEDIA / "video"
 BUILD_VIDEO, DRIVING_VIDEO = VIDEOS / "d3.mp4", VIDEOS / "d6.mp4"
@@ -42,8 +33,7 @@ BUILD_VIDEO, DRIVING_VIDEO = VIDEOS / "d3.mp4", VIDEOS / "d6.mp4"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request):
     require_shared()
-    if not (BUILD_VIDEO.is_file() and DRIVING_VIDEO.is_file()):
-        pytest.skip(f"sample media missing: {BUILD_VIDEO}, {DRIVING_VIDEO}")
+    assert BUILD_VIDEO.is_file() and DRIVING_VIDEO.is_file(), f"sample media missing: {BUILD_VIDEO}, {DRIVING_VIDEO}"
     srv = ServerProcess(tmp_path_factory.mktemp("serve") / "data")
     request.addfinalizer(lambda: srv.kill(signal.SIGTERM))  # also when start() fails half way
     return srv.start()
@@ -66,9 +56,10 @@ def _jobs():
 
 def _run(entry, deadline_s: float) -> None:
     """Call the timer as Blender would until the job ends (or fail after ``deadline_s``)."""
+    drain = importlib.import_module("headrig.drain").drain
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        assert _jobs().drain() > 0
+        assert drain() > 0
         if not entry.active:
             return
         time.sleep(0.1)
@@ -84,16 +75,19 @@ def _new_entry(operator, **kwargs):
 
 
 def _keyed_frames(action) -> set[float]:
-    frames = set()
-    for layer in action.layers:
-        for strip in layer.strips:
-            for bag in strip.channelbags:
-                for curve in bag.fcurves:
-                    frames |= {k.co[0] for k in curve.keyframe_points}
-    return frames
+    """Frames keyed on any F-curve: a slotted Action's channelbags (4.4+), else its flat list."""
+    if hasattr(action, "layers"):
+        curves = [c for layer in action.layers for strip in layer.strips for bag in strip.channelbags
+                  for c in bag.fcurves]
+    else:
+        curves = list(action.fcurves)
+    return {k.co[0] for curve in curves for k in curve.keyframe_points}
 
 
-def test_build_head_from_video(addon, server):
+@pytest.fixture(scope="module")
+def video_head(addon, server):
+    """A head built from BUILD_VIDEO through the operators and imported by the timer: its job entry and
+    the scene as the import left it (read here, so a later retarget cannot change what is checked)."""
     prefs = importlib.import_module("headrig.preferences").get_prefs(bpy.context)
     prefs.server_address, prefs.timeout_s = server.address, 10.0
     bpy.ops.headrig.clear_photos()
@@ -101,26 +95,31 @@ def test_build_head_from_video(addon, server):
     entry = _new_entry(bpy.ops.headrig.build_head)
     _run(entry, 1100)
     assert entry.state == "done", entry.message
-    head = bpy.data.objects[entry.object_name]
-    assert head.name == "d3_head" and head.parent.name == "d3_root"
-    clip = read_animation(entry.bundle_path)
-    scene = bpy.context.scene
-    assert scene.render.fps / scene.render.fps_base == pytest.approx(clip.fps) and round(clip.fps) == 30
-    last = scene.frame_start + round(clip.times[-1] * clip.fps)
-    assert scene.frame_end == last
+    head, scene = bpy.data.objects[entry.object_name], bpy.context.scene
     shapes, motion = head.data.shape_keys.animation_data.action, head.parent.animation_data.action
-    assert (shapes.name, motion.name) == ("d3", "d3 (head)")
-    keyed = _keyed_frames(shapes)
-    assert len(keyed) == clip.frame_count
-    assert min(keyed) == scene.frame_start and max(keyed) == pytest.approx(last, abs=0.5)
-    assert sorted(a.name for a in bpy.data.actions) == ["d3", "d3 (head)"]  # nothing left of the glTF import
-    assert head.animation_data is None or head.animation_data.action is None
+    return SimpleNamespace(
+        entry=entry, head=head.name, root=head.parent.name, fps=scene.render.fps / scene.render.fps_base,
+        frame_start=scene.frame_start, frame_end=scene.frame_end, actions=(shapes.name, motion.name),
+        keyed=_keyed_frames(shapes), all_actions=sorted(a.name for a in bpy.data.actions),
+        mesh_action=head.animation_data.action if head.animation_data else None)
 
 
-def test_retarget_video_onto_the_head(addon, server):
-    head = bpy.data.objects.get("d3_head")
-    if head is None:
-        pytest.skip("needs the head built by test_build_head_from_video")
+def test_build_head_from_video(addon, video_head):
+    built = video_head
+    assert built.head == "d3_head" and built.root == "d3_root"
+    clip = read_animation(built.entry.bundle_path)
+    assert built.fps == pytest.approx(clip.fps) and round(clip.fps) == 30
+    last = built.frame_start + round(clip.times[-1] * clip.fps)
+    assert built.frame_end == last
+    assert built.actions == ("d3", "d3 (head)")
+    assert len(built.keyed) == clip.frame_count
+    assert min(built.keyed) == built.frame_start and max(built.keyed) == pytest.approx(last, abs=0.5)
+    assert built.all_actions == ["d3", "d3 (head)"]  # nothing left of the glTF import
+    assert built.mesh_action is None
+
+
+def test_retarget_video_onto_the_head(addon, server, video_head):
+    head = bpy.data.objects[video_head.head]
     bpy.context.view_layer.objects.active = head
     entry = _new_entry(bpy.ops.headrig.retarget_video, filepath=str(DRIVING_VIDEO))
     assert entry.kind == "retarget" and entry.apply["target"] == "d3_head"

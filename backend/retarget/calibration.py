@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from shared.animation import AnimationClip
+from shared.animation import AnimationClip, quaternion_multiply
 
 from .one_euro import OneEuroConfig, continuous_hemisphere, one_euro_filter, one_euro_quaternion
 
@@ -155,14 +155,6 @@ def choose_neutral_frame(clip: AnimationClip) -> int:
     return int(np.argmin(sums))
 
 
-def _quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of (w, x, y, z) quaternions, broadcast over leading axes."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], axis=-1)
-
-
 def _retarget_weights(driver: AnimationClip, keys: list[str], neutral: int, config: RetargetConfig,
                       times: np.ndarray, notes: list[str]) -> dict[str, np.ndarray]:
     """[N] weights for each of ``keys`` the driver has (see the module docstring)."""
@@ -221,7 +213,7 @@ def retarget_clip(driver: AnimationClip, config: RetargetConfig, target_shape_ke
     if config.head_rotation:
         q = np.asarray(driver.head_rotation, dtype=np.float64)
         rest = q[neutral] * np.array([1.0, -1.0, -1.0, -1.0])  # conjugate = inverse of a unit quaternion
-        q = _quaternion_multiply(rest, q)
+        q = np.array([quaternion_multiply(rest, row) for row in q])  # shared's product, one frame at a time
         if config.smoothing and n > 1:
             q = one_euro_quaternion(q, times, config.one_euro)
         q = continuous_hemisphere(q / np.linalg.norm(q, axis=1, keepdims=True))
