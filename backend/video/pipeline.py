@@ -32,7 +32,8 @@ from backend.video.decode import DecodeReport, read_frames
 from backend.video.frame_select import gap_iod
 from backend.video.track import VideoOptions, VideoTrack, track_video
 from shared.animation import ANIMATION_FILE, AnimationClip, animation_bytes
-from shared.bundle import InputRecord, staged_folder, write_bundle
+from shared.bundle import InputRecord, write_bundle
+from shared.folders import replace_refusal, staged_folder
 
 # OpenCV camera axes (y down, z forward) -> glTF axes (y up, z towards the viewer).
 _CV_TO_GL = np.diag([1.0, -1.0, -1.0])
@@ -246,9 +247,9 @@ def _write_result_folder(out_dir: Path, clip: AnimationClip, force: bool, write_
     if out_dir.exists():
         if not force:
             raise InputError(str(out_dir), "already exists", "choose another folder or pass --force", code="exists")
-        if not out_dir.is_dir() or not ((out_dir / ANIMATION_FILE).is_file() or not any(out_dir.iterdir())):
-            raise InputError(str(out_dir), "exists and is not a HeadRig animation folder; refusing to replace it",
-                             "choose another folder", code="exists")
+        refusal = replace_refusal(out_dir)
+        if refusal:
+            raise InputError(str(out_dir), refusal, "choose another folder", code="exists")
     with staged_folder(out_dir) as tmp:
         (tmp / ANIMATION_FILE).write_bytes(animation_bytes(clip))
         write_csv(clip, tmp / "livelink.csv")
