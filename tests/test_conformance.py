@@ -126,12 +126,14 @@ def _glb_json(path: Path) -> str:
 
 # SOG's quantisation (PlayCanvas' SOG format): means 16 bits per axis after a log transform,
 # log-scales and colours through 256-entry codebooks, rotations as 8-bit "smallest three",
-# opacity 8 bits. Bounds are a few times the measured errors, far below a visible change.
-POSITION_TOL_M = 5e-5     # measured <= 8 um on a 35 cm head
-LOG_SCALE_TOL = 0.06      # about 6 % of a Gaussian's size; measured <= 0.03
-ROTATION_TOL_DEG = 3.0    # measured <= 1.9
-OPACITY_TOL = 1.5 / 255
-COLOUR_TOL = 3.0 / 255    # of the DC colour 0.5 + C0 f_dc
+# opacity 8 bits. Measured on the d0 avatar (fast preset, 8,820 Gaussians) in the comments; the
+# bounds leave room for other heads (a codebook's error grows where few values lie) and stay far
+# below a visible change.
+POSITION_TOL_M = 5e-5     # 7.4 um on a 35 cm head
+LOG_SCALE_TOL = 0.08      # 8 % of a Gaussian's size; 0.039 (surfels' flat axis stretches the range)
+ROTATION_TOL_DEG = 3.0    # 1.5 degrees
+OPACITY_TOL = 1.5 / 255   # 1.0 / 255
+COLOUR_TOL = 3.0 / 255    # 1.8 / 255, of the shown DC colour clip(0.5 + C0 f_dc) of visible Gaussians
 
 
 @pytest.mark.slow
@@ -275,6 +277,9 @@ def test_export_web_page_shows_the_head_upright_and_framed(video_bundles, tmp_pa
     assert iou > 0.6, iou  # the page shows the Gaussians where its camera puts them
     lum = shot @ np.array([0.299, 0.587, 0.114]) / 255
     upright = _correlation(lum, head, expected)
+    print(f"web viewer: height {height:.2f} width {width:.2f} cover {head.mean():.2f} iou {iou:.2f} "
+          f"upright {upright:.2f} flipped {_correlation(lum, head, expected[::-1]):.2f} "
+          f"side {_correlation(lum, head, expected.T):.2f}")
     assert upright > 0.55, upright  # hair, face, shirt where they belong (measured 0.81, fast preset) ...
     for name, wrong in (("upside down", expected[::-1]), ("on its side", expected.T)):
         assert _correlation(lum, head, wrong) < upright - 0.15, name  # ... and not turned (0.53, 0.27)
