@@ -247,3 +247,15 @@ def test_older_gltf_axis_files_read_as_stored(tmp_path):
     PlyData([PlyElement.describe(rows, "vertex")], byte_order="<",
             comments=["sh_degree 1", "units metres, Y up (glTF axes)"]).write(str(tmp_path / "old.ply"))
     np.testing.assert_array_equal(read_gaussians_ply(tmp_path / "old.ply").means, c["means"])
+
+
+def test_axes_are_named_in_the_header(tmp_path):
+    """shared.splat_axes (also read by the Blender add-on) recognises the writer's comment."""
+    from shared.splat_axes import GLTF, GLTF_FROM_PLY, OPENCV, gltf_from_ply, ply_axes
+
+    comments = PlyData.read(str(write_gaussians_ply(tmp_path / "g.ply", **cloud(n=3, degree=0)))).comments
+    assert ply_axes(comments) == OPENCV and gltf_from_ply(comments) == GLTF_FROM_PLY[OPENCV]
+    assert ply_axes(["sh_degree 0", "units metres, Y up (glTF axes)"]) == ply_axes([]) == GLTF
+    m = np.array(GLTF_FROM_PLY[OPENCV])
+    np.testing.assert_array_equal(m @ m, np.eye(3))
+    assert np.linalg.det(m) == 1.0  # a turn, not a mirror
