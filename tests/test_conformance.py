@@ -285,15 +285,18 @@ def test_export_web_page_shows_the_head_upright_and_framed(video_bundles, tmp_pa
         assert _correlation(lum, head, wrong) < upright - 0.15, name  # ... and not turned (0.53, 0.27)
 
 
-def test_viewer_world_is_the_ply_turned_about_z():
-    """The page's camera maths: glTF -> PLY (shared.splat_axes) -> the viewer's 180-degree turn about z."""
-    from backend.avatar.web_export import viewer_from_gltf
-    from shared.splat_axes import GLTF_FROM_PLY, OPENCV
+def test_viewer_world_is_upright_and_faces_the_camera():
+    """The page's camera maths: in the viewer's world the head stands up (+y) and faces -z, where
+    the framing puts the camera; a turn, so left and right are not swapped."""
+    from backend.avatar.web_export import framing, viewer_from_gltf
 
-    p = np.random.default_rng(0).normal(size=(20, 3))
-    ply = p @ np.asarray(GLTF_FROM_PLY[OPENCV])  # p_ply = M^T p_gltf (M is its own inverse)
-    turned = ply @ np.diag([-1.0, -1.0, 1.0]).T
-    np.testing.assert_allclose(viewer_from_gltf(p), turned)
+    up, face, right = viewer_from_gltf(np.eye(3)[[1, 2, 0]])
+    np.testing.assert_allclose(up, [0, 1, 0])
+    np.testing.assert_allclose(face, [0, 0, -1])
+    assert np.isclose(np.linalg.det(np.stack([right, up, face])), 1.0)  # images of x, y, z
+    means = np.random.default_rng(0).normal(0, 0.1, (500, 3))
+    camera = framing(means, np.ones(500))
+    assert camera["position"][2] < camera["target"][2] - 0.3  # in front of the face
 
 
 def test_export_web_refuses_a_bundle_without_gaussians(bundle_dir, tmp_path, capsys):

@@ -41,13 +41,16 @@ import torch
 from plyfile import PlyData, PlyElement, PlyParseError
 
 from backend.avatar.binding import GaussianBinding
-from shared.splat_axes import AXES_COMMENT, OPENCV, ply_axes
+from shared.splat_axes import AXES_COMMENT, GLTF_FROM_PLY, OPENCV, ply_axes
 
 BINDING_COMMENT = "headrig binding v1"
 # Opacities are clipped this far inside (0, 1) before the logit: float32 sigmoids round to
 # exactly 1.0 from a logit of about 17, and a stored +inf would break every viewer.
 OPACITY_EPS = 1e-7
 _BINDING_GROUPS = (("tri", 1), ("bary", 3), ("offset", 3), ("lrot", 4), ("lscale", 3))
+# The turn between the frames, diag(1, -1, -1); the quaternion and SH formulas below are this
+# turn's (tests/test_avatar_ply.py checks them against the matrix).
+_TURN = np.diag(GLTF_FROM_PLY[OPENCV]).astype(np.float32)
 
 
 class PlyFormatError(ValueError):
@@ -206,7 +209,7 @@ def opencv_from_gltf(means: np.ndarray, quats: np.ndarray, sh: np.ndarray) -> tu
     flips and a permutation, so the inverse (``gltf_from_opencv``) restores the exact floats."""
     means, quats, sh = (np.asarray(a, np.float32) for a in (means, quats, sh))
     w, x, y, z = quats.T
-    return (means * np.float32([1, -1, -1]), np.stack([-x, w, -z, y], axis=1),
+    return (means * _TURN, np.stack([-x, w, -z, y], axis=1),
             sh * sh_axis_signs(sh.shape[1])[None, :, None])
 
 
@@ -214,7 +217,7 @@ def gltf_from_opencv(means: np.ndarray, quats: np.ndarray, sh: np.ndarray) -> tu
     """The inverse of ``opencv_from_gltf``: (0, -1, 0, 0) * q."""
     means, quats, sh = (np.asarray(a, np.float32) for a in (means, quats, sh))
     w, x, y, z = quats.T
-    return (means * np.float32([1, -1, -1]), np.stack([x, -w, z, -y], axis=1),
+    return (means * _TURN, np.stack([x, -w, z, -y], axis=1),
             np.ascontiguousarray(sh * sh_axis_signs(sh.shape[1])[None, :, None]))
 
 

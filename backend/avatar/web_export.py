@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import InputError
+from shared.splat_axes import GLTF_FROM_PLY, OPENCV
 
 # The viewer's settings schema (version 2), as splat-transform's defaults, with our camera.
 _SETTINGS = {
@@ -54,9 +55,14 @@ class WebViewOptions:
     min_opacity: float = 0.3      # Gaussians fainter than this do not count for the framing
 
 
+# splat-transform's viewer turns every PLY 180 degrees about z (y-down captures stand upright).
+VIEWER_FROM_PLY = np.diag([-1.0, -1.0, 1.0])
+
+
 def viewer_from_gltf(points: np.ndarray) -> np.ndarray:
-    """[N, 3] glTF-frame points -> the viewer's world (OpenCV axes, then the viewer's 180-degree turn about z)."""
-    return np.asarray(points, np.float64) * np.array([-1.0, 1.0, -1.0])
+    """[N, 3] glTF-frame points -> the viewer's world: into the PLY's axes, then the viewer's turn."""
+    ply_from_gltf = np.asarray(GLTF_FROM_PLY[OPENCV]).T  # orthogonal: the inverse is the transpose
+    return np.asarray(points, np.float64) @ (VIEWER_FROM_PLY @ ply_from_gltf).T
 
 
 def framing(means_gltf: np.ndarray, opacities: np.ndarray, options: WebViewOptions | None = None) -> dict:
