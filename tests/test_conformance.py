@@ -280,9 +280,10 @@ def test_export_web_page_shows_the_head_upright_and_framed(video_bundles, tmp_pa
     print(f"web viewer: height {height:.2f} width {width:.2f} cover {head.mean():.2f} iou {iou:.2f} "
           f"upright {upright:.2f} flipped {_correlation(lum, head, expected[::-1]):.2f} "
           f"side {_correlation(lum, head, expected.T):.2f}")
-    assert upright > 0.55, upright  # hair, face, shirt where they belong (measured 0.81, fast preset) ...
+    # Measured on this tiny avatar: iou 0.74, upright 0.79, upside down 0.38, on its side 0.29.
+    assert upright > 0.55, upright  # hair, face, shirt where they belong ...
     for name, wrong in (("upside down", expected[::-1]), ("on its side", expected.T)):
-        assert _correlation(lum, head, wrong) < upright - 0.15, name  # ... and not turned (0.53, 0.27)
+        assert _correlation(lum, head, wrong) < upright - 0.15, name  # ... and not turned
 
 
 def test_viewer_world_is_upright_and_faces_the_camera():
