@@ -8,9 +8,29 @@ TORCH  := torch==2.13.0
 SAMPLE ?= ../shared/media/images/d8.jpg
 DEMO_OUT ?= out/demo-d8
 
-.PHONY: install demo test test-blender-versions bench clean
+# Conformance tools (tests/test_conformance*.py): the Khronos glTF-Validator, PlayCanvas
+# splat-transform and playwright-core, pinned by tools/web/package-lock.json, run by Node.js >= 20;
+# the web viewer test screenshots with Debian's chromium (no browser download at run time).
+WEB       := tools/web
+WEB_STAMP := $(WEB)/node_modules/.installed
+CHROMIUM  ?= chromium
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install web-tools browser demo test test-blender-versions bench clean
 
 install: $(STAMP)
+
+web-tools: $(WEB_STAMP)
+
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	@node --version 2>/dev/null | grep -Eq '^v([2-9][0-9])\.' || \
+		{ echo "error: Node.js >= 20 is needed for the conformance tests (Debian: apt-get install nodejs)"; exit 1; }
+	cd $(WEB) && npm ci --no-audit --no-fund
+	touch $@
+
+browser:
+	@command -v $(CHROMIUM) >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	@command -v $(CHROMIUM) >/dev/null || { echo "error: $(CHROMIUM) is missing and apt-get could not install it"; exit 1; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +43,7 @@ demo: install
 	$(BIN)/headrig reconstruct $(SAMPLE) -o $(DEMO_OUT) --force
 	@echo "Result: $(abspath $(DEMO_OUT))  (open head.glb in Blender, or run: $(BIN)/headrig info $(DEMO_OUT))"
 
-test: install
+test: install web-tools browser
 	$(BIN)/python -m pytest -q -ra
 
 # The add-on against the oldest and the newest Blender its manifest admits (blender_version_min 4.2;
@@ -59,4 +79,4 @@ bench: install
 	$(BIN)/python -m bench.accuracy --data bench/results/synthetic
 
 clean:
-	rm -rf $(VENV) .venv-bpy-* out dist build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-bpy-* out dist build *.egg-info .pytest_cache $(WEB)/node_modules

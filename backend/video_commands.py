@@ -166,8 +166,21 @@ def cmd_turntable(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export_web(args: argparse.Namespace) -> int:
+    from backend.avatar.web_export import export_web
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        print(f"{out}: exists; choose another -o or pass --force to replace it", file=sys.stderr)
+        return 2
+    path = export_web(args.bundle, out)
+    print(f"Web viewer: {path.resolve()} ({path.stat().st_size / 1e6:.1f} MB, self-contained; serve it over http, "
+          f"e.g. 'python -m http.server' in its folder)")
+    return EXIT_OK
+
+
 def register(sub) -> None:
-    """Add ``retarget`` and ``turntable`` to the ``headrig`` sub-commands."""
+    """Add ``retarget``, ``turntable`` and ``export-web`` to the ``headrig`` sub-commands."""
     tt = sub.add_parser("turntable", help="render the bundle's Gaussian avatar orbiting once, to an MP4")
     tt.add_argument("bundle", help="head bundle folder with gaussians.ply (from 'headrig reconstruct VIDEO --avatar ...')")
     tt.add_argument("-o", "--output", required=True, help="MP4 file to write")
@@ -178,6 +191,12 @@ def register(sub) -> None:
     tt.add_argument("--force", action="store_true", help="replace the output file if it exists")
     tt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tt.set_defaults(func=cmd_turntable)
+
+    web = sub.add_parser("export-web", help="write a self-contained web page showing the bundle's Gaussian avatar")
+    web.add_argument("bundle", help="head bundle folder with gaussians.ply (or a gaussians.ply)")
+    web.add_argument("-o", "--output", required=True, help="HTML file to write")
+    web.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    web.set_defaults(func=cmd_export_web)
 
     ret = sub.add_parser("retarget", help="track a driving video and write its performance as keyframes for a head")
     ret.add_argument("video", help="the driving video (the actor's performance)")

@@ -28,6 +28,7 @@ import numpy as np
 from mathutils import kdtree
 
 from . import gaussian_nodes
+from .headrig_shared.splat_axes import gltf_from_ply
 from .heads import GAUSSIANS_SUFFIX, PROP_BUNDLE, PROP_GAUSSIANS, PROP_JOB, PROP_MODEL, find_head, head_label
 
 SH_C0 = 0.28209479177387814  # the degree-0 spherical harmonic: colour = 0.5 + SH_C0 * f_dc
@@ -46,13 +47,16 @@ class GaussianImportFailed(Exception):
 
 # ---- the PLY --------------------------------------------------------------------------------------
 
-def _header(fh, name: str) -> tuple[str, list]:
-    """(format, [(element, count, [(property, dtype)])]) from an open PLY; raises on anything odd."""
+def _header(fh, name: str, comments: list | None = None) -> tuple[str, list]:
+    """(format, [(element, count, [(property, dtype)])]) from an open PLY; raises on anything odd.
+    The header's comment lines are appended to ``comments`` (they name the PLY's axes)."""
     if fh.readline().strip() != b"ply":
         raise GaussianImportFailed(f"{name}: not a PLY file")
     fmt, elements = "", []
     for _ in range(10000):  # a header is a few hundred lines; a missing end_header is an error, not a hang
         words = fh.readline().decode("ascii", "replace").split()
+        if words and words[0] == "comment" and comments is not None:
+            comments.append(" ".join(words[1:]))
         if not words or words[0] in ("comment", "obj_info"):
             continue
         if words[0] == "end_header":
@@ -70,12 +74,13 @@ def _header(fh, name: str) -> tuple[str, list]:
     raise GaussianImportFailed(f"{name}: the header has no end_header")
 
 
-def read_ply(path) -> np.ndarray:
-    """The ``vertex`` rows of a binary little-endian PLY as a numpy structured array."""
+def read_ply(path, comments: list | None = None) -> np.ndarray:
+    """The ``vertex`` rows of a binary little-endian PLY as a numpy structured array (header
+    comments appended to ``comments``)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            fmt, elements = _header(fh, path.name)
+            fmt, elements = _header(fh, path.name, comments)
             data = fh.read()
     except OSError as exc:
         raise GaussianImportFailed(f"{path}: cannot read ({exc.strerror or exc})") from None
@@ -110,7 +115,8 @@ def _columns(rows: np.ndarray, names: list[str], name: str) -> np.ndarray:
 def load_binding(path) -> dict:
     """The PLY as the arrays the importer needs (Blender axes for the means)."""
     path = Path(path)
-    rows = read_ply(path)
+    comments: list[str] = []
+    rows = read_ply(path, comments)
     col = lambda *names: _columns(rows, list(names), path.name)
     if len(rows) == 0:
         raise GaussianImportFailed(f"{path.name}: holds no Gaussians")
@@ -118,7 +124,8 @@ def load_binding(path) -> dict:
     tri = rows["tri"]
     if not np.issubdtype(tri.dtype, np.integer) or (tri < 0).any():
         raise GaussianImportFailed(f"{path.name}: 'tri' must hold non-negative integer triangle indices")
-    x, y, z = col("x", "y", "z").T
+    # The PLY's axes (OpenCV since HeadRig stores splat-tool axes, glTF in older files) -> glTF.
+    x, y, z = (col("x", "y", "z") @ np.array(gltf_from_ply(comments)).T).T
     lrot = col("lrot_0", "lrot_1", "lrot_2", "lrot_3")
     lrot /= np.maximum(np.linalg.norm(lrot, axis=1, keepdims=True), 1e-12)
     srgb = np.clip(0.5 + SH_C0 * col("f_dc_0", "f_dc_1", "f_dc_2"), 0.0, 1.0)

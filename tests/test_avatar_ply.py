@@ -11,6 +11,7 @@ from plyfile import PlyData, PlyElement
 
 from backend.avatar.binding import GaussianBinding
 from backend.avatar.ply import PlyFormatError, read_gaussians_ply, write_gaussians_ply
+from shared.splat_axes import AXES_COMMENT
 
 
 def cloud(n: int = 50, degree: int = 3, seed: int = 0) -> dict:
@@ -78,7 +79,7 @@ def test_header_names_order_and_types(tmp_path):
     assert {p.val_dtype for p in props if p.name != "tri"} == {"f4"} and props[-14].val_dtype == "i4"
     header = path.read_bytes().split(b"end_header\n")[0].decode()
     assert header.startswith("ply\nformat binary_little_endian 1.0\n")
-    for comment in ("comment headrig binding v1", "comment sh_degree 2", "comment units metres, Y up (glTF axes)"):
+    for comment in ("comment headrig binding v1", "comment sh_degree 2", "comment " + AXES_COMMENT):
         assert comment in header
     plain = write_gaussians_ply(tmp_path / "plain.ply", **c)
     assert [p.name for p in PlyData.read(str(plain))["vertex"].properties] == standard_names(2)
@@ -91,14 +92,20 @@ def test_stored_encodings(tmp_path):
     p = c["opacities"].astype(np.float64)
     np.testing.assert_allclose(rows["opacity"], np.log(p / (1 - p)), rtol=1e-5)  # logit, not the opacity
     np.testing.assert_allclose(rows["scale_1"], np.log(c["scales"][:, 1]), rtol=1e-6)  # log scale
-    np.testing.assert_array_equal(rows["rot_0"], c["quats"][:, 0])  # w first
+    # OpenCV axes: glTF turned 180 degrees about x, so y and z change sign ...
+    for axis, sign in zip("xyz", (1, -1, -1)):
+        np.testing.assert_array_equal(rows[axis], sign * c["means"][:, "xyz".index(axis)])
+    # ... and the rotation is that turn after q: (0, 1, 0, 0) * (w, x, y, z) = (-x, w, -z, y), w first.
+    w, x, y, z = c["quats"].T
+    np.testing.assert_array_equal(np.stack([rows[f"rot_{i}"] for i in range(4)], 1), np.stack([-x, w, -z, y], 1))
     for i in range(3):
         assert (rows[f"n{'xyz'[i]}"] == 0).all()
         np.testing.assert_array_equal(rows[f"f_dc_{i}"], c["sh"][:, 0, i])
-    # Channel-major rest: f_rest_0..2 are red's three degree-1 coefficients, then green's, then blue's.
+    # Channel-major rest: f_rest_0..2 are red's three degree-1 coefficients, then green's, then blue's;
+    # the degree-1 bases are -y, z, -x (times a constant), so the turn flips the first two.
     for channel in range(3):
-        for coeff in range(1, 4):
-            np.testing.assert_array_equal(rows[f"f_rest_{channel * 3 + coeff - 1}"], c["sh"][:, coeff, channel])
+        for coeff, sign in zip(range(1, 4), (-1, -1, 1)):
+            np.testing.assert_array_equal(rows[f"f_rest_{channel * 3 + coeff - 1}"], sign * c["sh"][:, coeff, channel])
 
 
 def test_extreme_opacities_stay_finite(tmp_path):
@@ -195,3 +202,60 @@ def test_writer_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="binding.sh"):
         write_gaussians_ply(tmp_path / "bad.ply", binding=b, **c)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 4])
+def test_stored_sh_is_the_same_light_field_in_opencv_axes(degree):
+    """Turning the frame must not change any colour: the file's SH evaluated towards the turned
+    direction R d equals the glTF SH towards d (the renderer's own basis, degrees up to 4)."""
+    from backend.avatar.ply import opencv_from_gltf
+    from backend.avatar.raster_torch import sh_bases
+
+    c = cloud(n=8, degree=degree, seed=degree)
+    _, _, stored = opencv_from_gltf(c["means"], c["quats"], c["sh"])
+    dirs = np.random.default_rng(0).normal(size=(64, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    turned = dirs * np.array([1, -1, -1])
+
+    def colour(sh, d):  # [N, D, 3]
+        basis = sh_bases(degree, torch.tensor(d, dtype=torch.float64)).numpy()  # [D, K]
+        return np.einsum("dk,nkc->ndc", basis, sh.astype(np.float64))
+
+    np.testing.assert_allclose(colour(stored, turned), colour(c["sh"], dirs), atol=1e-5)
+    assert not np.allclose(colour(c["sh"], turned), colour(c["sh"], dirs), atol=1e-3)  # the turn matters
+
+
+def test_stored_rotation_is_the_turn_after_q():
+    """The stored quaternion's matrix is diag(1, -1, -1) times the glTF one."""
+    from backend.avatar.binding import quaternion_to_matrix
+    from backend.avatar.ply import opencv_from_gltf
+
+    c = cloud(n=20)
+    q = c["quats"] / np.linalg.norm(c["quats"], axis=1, keepdims=True)
+    _, stored, _ = opencv_from_gltf(c["means"], q, c["sh"])
+    turn = np.diag([1.0, -1.0, -1.0])
+    np.testing.assert_allclose(quaternion_to_matrix(torch.tensor(stored)).numpy(),
+                               turn @ quaternion_to_matrix(torch.tensor(q)).numpy(), atol=1e-6)
+
+
+def test_older_gltf_axis_files_read_as_stored(tmp_path):
+    """Files from before the OpenCV convention (header: glTF axes) keep their values."""
+    c = cloud(n=10, degree=1)
+    rows = PlyData.read(str(write_gaussians_ply(tmp_path / "new.ply", **c)))["vertex"].data.copy()
+    for name in ("x", "y", "z"):
+        rows[name] = c["means"][:, "xyz".index(name)]
+    PlyData([PlyElement.describe(rows, "vertex")], byte_order="<",
+            comments=["sh_degree 1", "units metres, Y up (glTF axes)"]).write(str(tmp_path / "old.ply"))
+    np.testing.assert_array_equal(read_gaussians_ply(tmp_path / "old.ply").means, c["means"])
+
+
+def test_axes_are_named_in_the_header(tmp_path):
+    """shared.splat_axes (also read by the Blender add-on) recognises the writer's comment."""
+    from shared.splat_axes import GLTF, GLTF_FROM_PLY, OPENCV, gltf_from_ply, ply_axes
+
+    comments = PlyData.read(str(write_gaussians_ply(tmp_path / "g.ply", **cloud(n=3, degree=0)))).comments
+    assert ply_axes(comments) == OPENCV and gltf_from_ply(comments) == GLTF_FROM_PLY[OPENCV]
+    assert ply_axes(["sh_degree 0", "units metres, Y up (glTF axes)"]) == ply_axes([]) == GLTF
+    m = np.array(GLTF_FROM_PLY[OPENCV])
+    np.testing.assert_array_equal(m @ m, np.eye(3))
+    assert np.linalg.det(m) == 1.0  # a turn, not a mirror

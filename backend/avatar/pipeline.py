@@ -3,7 +3,7 @@
 Picks training and held-out frames, crops them, initialises the Gaussians from the fitted mesh
 and baked texture (GPHM), trains (``backend.avatar.train``), evaluates the held-out frames against
 the textured mesh alone, and returns what the bundle gets: ``gaussians.ply`` (standard 3DGS layout
-+ the binding, in head.glb's frame: metres, Y up), ``avatar.json`` (settings, timings, metrics)
++ the binding; metres, in the OpenCV axes splat tools expect: ``shared.splat_axes``), ``avatar.json`` (settings, timings, metrics)
 and ``avatar_sheet.png`` (held-out frames: input | Gaussians | error | textured mesh).
 """
 

@@ -12,8 +12,14 @@ little-endian ``vertex`` element, one row per Gaussian, float32 properties in th
 * ``opacity`` is stored before the sigmoid (logit), ``scale_i`` as the natural log, ``rot``
   as (w, x, y, z), not normalised here (viewers normalise).
 
-Units and axes: the glTF frame of the bundle's head.glb, metres, Y up, the face looking down
-+Z. Header comments say so (``units metres, Y up (glTF axes)``) and give ``sh_degree D``.
+Units and axes: metres, in the 3DGS ecosystem's OpenCV axes (x right, y down, z forward), i.e.
+head.glb's glTF frame turned 180 degrees about x (``shared.splat_axes`` says why and holds the
+matrices). Splat viewers then show the head upright. The writer takes and the reader returns
+glTF-frame data; the turn is applied to the means, the rotations (pre-multiplied) and the
+view-dependent SH coefficients (sign flips, ``sh_axis_signs``), all exact in float32, so a file
+reads back bit for bit. Header comments give the axes (``shared.splat_axes.AXES_COMMENT``) and
+``sh_degree D``; files without the axes comment (older HeadRig files said ``units metres, Y up
+(glTF axes)``) are read as stored.
 
 The rigging (``backend.avatar.binding.GaussianBinding``) is appended to the same element as
 extra properties that standard viewers skip: ``tri`` (int32), ``bary_0..2``, ``offset_0..2``,
@@ -35,13 +41,16 @@ import torch
 from plyfile import PlyData, PlyElement, PlyParseError
 
 from backend.avatar.binding import GaussianBinding
+from shared.splat_axes import AXES_COMMENT, GLTF_FROM_PLY, OPENCV, ply_axes
 
 BINDING_COMMENT = "headrig binding v1"
-UNITS_COMMENT = "units metres, Y up (glTF axes)"
 # Opacities are clipped this far inside (0, 1) before the logit: float32 sigmoids round to
 # exactly 1.0 from a logit of about 17, and a stored +inf would break every viewer.
 OPACITY_EPS = 1e-7
 _BINDING_GROUPS = (("tri", 1), ("bary", 3), ("offset", 3), ("lrot", 4), ("lscale", 3))
+# The turn between the frames, diag(1, -1, -1); the quaternion and SH formulas below are this
+# turn's (tests/test_avatar_ply.py checks them against the matrix).
+_TURN = np.diag(GLTF_FROM_PLY[OPENCV]).astype(np.float32)
 
 
 class PlyFormatError(ValueError):
@@ -50,7 +59,7 @@ class PlyFormatError(ValueError):
 
 @dataclass
 class GaussianCloud:
-    """N Gaussians as read from a PLY (float32 numpy arrays, glTF frame, metres).
+    """N Gaussians as read from a PLY (float32 numpy arrays, head.glb's glTF frame, metres).
 
     means: [N, 3]; quats: [N, 4] (w, x, y, z) as stored; scales: [N, 3] linear (exp of the
     stored logs); opacities: [N] in (0, 1) (sigmoid of the stored logits); sh: [N, K, 3] with the
@@ -90,7 +99,8 @@ def write_gaussians_ply(path: str | Path, means, quats, scales, opacities, sh,
     """Write N Gaussians (numpy arrays or torch tensors) atomically; returns the path.
 
     Args:
-        means: [N, 3] metres, glTF axes; quats: [N, 4] (w, x, y, z); scales: [N, 3] linear, > 0;
+        means: [N, 3] metres, glTF axes (stored in OpenCV axes); quats: [N, 4] (w, x, y, z), glTF
+            frame; scales: [N, 3] linear, > 0;
         opacities: [N] in [0, 1] (clipped to OPACITY_EPS inside); sh: [N, K, 3], K a square;
         binding: the rigging of the same N Gaussians; its opacity_logit and sh are the values
             stored (they must agree with ``opacities`` and ``sh``), so a rigged file reproduces
@@ -116,6 +126,7 @@ def write_gaussians_ply(path: str | Path, means, quats, scales, opacities, sh,
     if binding is not None:
         opacity_logit, sh = _check_binding(binding, n, opacity_logit, sh)
     k = sh.shape[1]
+    means, quats, sh = opencv_from_gltf(means, quats, sh)
     # f_rest is channel-major: [N, K-1, 3] -> [N, 3, K-1] -> rows of R..., G..., B...
     rest = sh[:, 1:, :].transpose(0, 2, 1).reshape(n, 3 * (k - 1))
     values = np.concatenate([means, np.zeros((n, 3)), sh[:, 0, :], rest, opacity_logit[:, None],
@@ -123,7 +134,7 @@ def write_gaussians_ply(path: str | Path, means, quats, scales, opacities, sh,
     names = standard_property_names(k)
     columns = {name: values[:, i] for i, name in enumerate(names)}
     dtype = [(name, "<f4") for name in names]
-    comments = [f"sh_degree {_sh_degree(k)}", UNITS_COMMENT]
+    comments = [f"sh_degree {_sh_degree(k)}", AXES_COMMENT]
     if binding is not None:
         b = {key: _array(t) for key, t in (("tri", binding.tri), ("bary", binding.bary), ("offset", binding.offset),
                                            ("lrot", binding.rot_local), ("lscale", binding.log_scale))}
@@ -174,9 +185,40 @@ def read_gaussians_ply(path: str | Path) -> GaussianCloud:
     degree = _comment_value(ply.comments, "sh_degree")
     if degree is not None and degree != str(_sh_degree(k)):
         raise PlyFormatError(f"{path}: header says sh_degree {degree} but the file has {k} coefficients")
+    if ply_axes(ply.comments) == OPENCV:
+        means, quats, sh = gltf_from_opencv(means, quats, sh)
     binding = _read_binding(rows, present, path, opacity_logit, sh)
     opacities = (1 / (1 + np.exp(-opacity_logit.astype(np.float64)))).astype(np.float32)
     return GaussianCloud(means, quats, np.exp(log_scales.astype(np.float64)).astype(np.float32), opacities, sh, binding)
+
+
+def sh_axis_signs(k: int) -> np.ndarray:
+    """[K] signs of the SH coefficients (3DGS order: degree l, then m = -l..l) under the turn
+    (x, y, z) -> (x, -y, -z). Real Y_l^m goes to (-1)^(l + |m|) Y_l^m, times -1 for m < 0 (the
+    sin(|m| phi) terms), as theta -> pi - theta and phi -> -phi."""
+    signs = []
+    for degree in range(_sh_degree(k) + 1):
+        signs += [(-1.0) ** (degree + abs(m)) * (-1.0 if m < 0 else 1.0) for m in range(-degree, degree + 1)]
+    return np.asarray(signs, np.float32)
+
+
+def opencv_from_gltf(means: np.ndarray, quats: np.ndarray, sh: np.ndarray) -> tuple[np.ndarray, ...]:
+    """glTF-frame means [N, 3], quats [N, 4] (w, x, y, z) and SH [N, K, 3] in the PLY's OpenCV axes.
+
+    The quaternion is (0, 1, 0, 0) * q, the 180-degree turn about x applied after q; only sign
+    flips and a permutation, so the inverse (``gltf_from_opencv``) restores the exact floats."""
+    means, quats, sh = (np.asarray(a, np.float32) for a in (means, quats, sh))
+    w, x, y, z = quats.T
+    return (means * _TURN, np.stack([-x, w, -z, y], axis=1),
+            sh * sh_axis_signs(sh.shape[1])[None, :, None])
+
+
+def gltf_from_opencv(means: np.ndarray, quats: np.ndarray, sh: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The inverse of ``opencv_from_gltf``: (0, -1, 0, 0) * q."""
+    means, quats, sh = (np.asarray(a, np.float32) for a in (means, quats, sh))
+    w, x, y, z = quats.T
+    return (means * _TURN, np.stack([x, -w, z, -y], axis=1),
+            np.ascontiguousarray(sh * sh_axis_signs(sh.shape[1])[None, :, None]))
 
 
 def _read_binding(rows: np.ndarray, present: set[str], path: Path, opacity_logit: np.ndarray,

@@ -26,6 +26,11 @@ primitive's vertices, so storing (index, delta) pairs makes the file 2.6x smalle
 arrays (7.7 MB instead of 19.9 MB before the skin texture) for about 60 ms more import time in
 Blender 4.5 (0.33 s instead of 0.27 s). Sparse accessors are core glTF 2.0; Blender's importer
 reads them (tests/test_gltf_blender.py checks the shape keys it builds).
+
+The Khronos glTF-Validator passes every head.glb with no errors or warnings
+(tests/test_conformance.py). Its one kind of info is deliberate: the flat-coloured parts (teeth,
+gums, irises, eye shells) keep TEXCOORD_0 although no texture reads it ("may be unused"), so
+artists who paint them in Blender or a game engine start from ICT's uv layout.
 """
 
 from __future__ import annotations
@@ -199,15 +204,19 @@ def _sparse_targets(binary: _Binary, deltas: np.ndarray) -> list[int]:
     """Sparse accessors for deltas [E, n, 3]: zeros plus (index, delta) pairs for moving vertices.
 
     All targets of a primitive share one index view and one value view; a target that moves
-    nothing is an accessor without data, which glTF defines as all zeros.
+    nothing is an accessor without data, which glTF defines as all zeros. A primitive none of
+    whose targets moves anything (the eyeballs: no ARKit key moves them) gets no views at all,
+    since glTF forbids a bufferView of byteLength 0 (the Khronos validator's VALUE_NOT_IN_RANGE).
     """
     n = deltas.shape[1]
     keep = np.linalg.norm(deltas, axis=2) > SPARSE_EPSILON_M  # [E, n]
     index_type = _index_dtype(n)
     target_idx, vertex_idx = np.nonzero(keep)  # row-major: grouped by target, vertices ascending
     counts = keep.sum(axis=1)
-    index_view = binary.view(vertex_idx.astype(index_type).tobytes())
-    value_view = binary.view(deltas[target_idx, vertex_idx].astype(np.float32).tobytes())
+    index_view = value_view = None
+    if counts.any():
+        index_view = binary.view(vertex_idx.astype(index_type).tobytes())
+        value_view = binary.view(deltas[target_idx, vertex_idx].astype(np.float32).tobytes())
     component = gl.UNSIGNED_SHORT if index_type is np.uint16 else gl.UNSIGNED_INT
     index_size = np.dtype(index_type).itemsize
     stored = np.where(keep[..., None], deltas, np.float32(0.0))  # what a reader reconstructs

@@ -83,6 +83,12 @@ def lash_texture_png(colour: tuple, width: int = 1024, height: int = 192) -> byt
     rgba = np.empty((height, width, 4))
     rgba[..., :3] = _linear_to_srgb(np.asarray(colour[:3], np.float64))
     rgba[..., 3] = np.clip(alpha.reshape(height, width), 0.0, 1.0)
+    image = Image.fromarray((rgba * 255.0 + 0.5).astype(np.uint8), "RGBA")
+    # Stretched to a power-of-two height (the bands keep their 1/6 of v): WebGL 1 and older
+    # engines cannot mipmap a non-power-of-two texture (the glTF validator notes it).
+    pot = 1 << (height - 1).bit_length()
+    if pot != height:
+        image = image.resize((width, pot), Image.Resampling.BICUBIC)
     out = io.BytesIO()
-    Image.fromarray((rgba * 255.0 + 0.5).astype(np.uint8), "RGBA").save(out, "PNG", compress_level=1)
+    image.save(out, "PNG", compress_level=1)
     return out.getvalue()
