@@ -15,8 +15,10 @@ nearest their mean (``mathutils.kdtree``), in all three corner rotations. The th
 ids found are stored per point (``v0 v1 v2``) with the binding, colour and opacity, on a mesh of
 loose vertices "<name>_gaussians" that ``gaussian_nodes`` turns into oriented discs.
 
-Axes: glTF (x, y, z) is Blender (x, -z, y), a proper rotation, so triangle-local data (offset,
-local rotation, log scale) needs no conversion; only the rest means do.
+Axes: the PLY's means are in the axes its header names (``shared/splat_axes``: OpenCV axes, as splat
+tools expect; glTF in older files), turned to glTF first; glTF (x, y, z) is Blender (x, -z, y). Both
+are proper rotations, so triangle-local data (offset, local rotation, log scale) needs no
+conversion; only the rest means do.
 """
 
 from __future__ import annotations
