@@ -130,6 +130,48 @@ def run_heads(rec, scorer: Scorer, folder: Path, limit: int | None, log) -> list
     return samples
 
 
+def run_curve(rec, scorer: Scorer, folder: Path, steps: list[int], limit: int | None, log) -> list[dict]:
+    """Error versus seconds: each off-model view alone and each head's views together, refined
+    from the same landmark fit with each number of photometric steps (0 = landmarks only)."""
+    config = rec.refiner.config
+    points = []
+    for path in sorted(folder.glob("[0-9][0-9][0-9][0-9].json"))[:limit]:
+        record = json.loads(path.read_text())
+        gt = scorer.truth(np.asarray(record["identity"]), record["off_model"])
+        scan = scorer.now.scan(gt)
+        images = [np.asarray(Image.open(folder / v["images"]["off"]).convert("RGB")) for v in record["views"]]
+        for kind, groups in (("single", [[k] for k in range(len(images))]), ("multi", [list(range(len(images)))])):
+            for group in groups:
+                obs, masks = _observe(rec, [images[k] for k in group], path.stem)
+                t = time.perf_counter()
+                fit = rec.fitter.fit(obs)
+                t_lmk = time.perf_counter() - t
+                for n in steps:
+                    identity, secs = fit.identity, t_lmk
+                    if n > 0:
+                        rec.refiner.config = dataclasses.replace(config, steps=n)
+                        refined = rec.refiner.refine(obs, [images[k] for k in group], masks, fit)
+                        identity, secs = refined.fit.identity, t_lmk + refined.seconds
+                    err = scorer.now.error(rec.asset.vertices(identity).astype(float), gt, scan).median_mm
+                    points.append({"set": kind, "sample": f"{path.stem}/{group}", "steps": n, "seconds": secs,
+                                   "landmark_seconds": t_lmk, "now_median_mm": err})
+        rec.refiner.config = config
+        log(f"curve: head {path.stem} done")
+    return points
+
+
+def curve_markdown(points: list[dict]) -> str:
+    lines = ["| set | photometric steps | NoW median mm (median over samples) | seconds / landmark-fit seconds (median) |",
+             "|---|---|---|---|"]
+    for kind in ("single", "multi"):
+        for n in sorted({p["steps"] for p in points}):
+            group = [p for p in points if p["set"] == kind and p["steps"] == n]
+            if group:
+                ratio = np.median([p["seconds"] / max(p["landmark_seconds"], 1e-6) for p in group])
+                lines.append(f"| {kind} | {n} | {np.median([p['now_median_mm'] for p in group]):.3f} | {ratio:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def run_clips(rec, scorer: Scorer, folders: list[Path], limit: int | None, log) -> list[dict]:
     from backend.video.pipeline import VideoPipeline
 
@@ -209,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=Path, nargs="*", default=[], help="folders of bench.synthetic_video")
     parser.add_argument("--limit", type=int, default=None, help="the first N heads / clips of each folder")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="PhotometricConfig override")
+    parser.add_argument("--curve", type=int, nargs="*", default=None, metavar="STEPS",
+                        help="instead: error versus seconds on --heads' off-model heads for these step counts")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--md", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -226,6 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     with Reconstructor(ReconstructOptions(progress=False, photometric=config)) as rec:
         nose = int(np.argmax(rec.asset.neutral[: rec.asset.parts["face"][1] + 1, 2]))
         scorer = Scorer(rec.asset, nose)
+        if args.curve:
+            points = run_curve(rec, scorer, args.heads, args.curve, args.limit, lambda s: print(s, flush=True))
+            text = curve_markdown(points)
+            print(text)
+            for path, content in ((args.json, json.dumps({"curve": points}, indent=1)), (args.md, text)):
+                if path:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(content)
+            return 0
         if args.heads:
             samples += run_heads(rec, scorer, args.heads, args.limit, lambda s: print(s, flush=True))
         samples += run_clips(rec, scorer, args.clips, args.limit, lambda s: print(s, flush=True))

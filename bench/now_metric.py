@@ -9,8 +9,10 @@ and each scan point's distance to the nearest point on the predicted *surface* i
 Here the "scan" is the ground-truth head's face cropped to 95 mm around the nose tip (NoW's
 crop), sampled evenly on its surface (a fixed number of points, fixed seed); the predicted
 surface is the predicted head's skin (face, head and neck). Geometry by trimesh (surface
-sampling, exact closest points); the ICP iterations match against a dense sample of the
-predicted surface (scipy's cKDTree), and the final distances are exact point-to-triangle.
+sampling); the ICP iterations match against a dense sample of the predicted surface (scipy's
+cKDTree), and the final distances are exact point-to-triangle among each point's 24 nearest
+triangles (``backend.fitting.surface``): trimesh's ``proximity.closest_point`` gives the same
+distances (a test compares them) but took 2.6 s per score here, against tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from backend.fitting.geometry import umeyama
+from backend.fitting.surface import closest_points_on_mesh
 from backend.headmodel.asset import HeadModelAsset
 
 # iBUG-68 indices of NoW's 7 landmarks: eye corners (outer right, inner right, inner left,
@@ -72,14 +75,15 @@ class NowScorer:
         moved = s * pred_cm.astype(float) @ rot.T + t
         mesh = trimesh.Trimesh(moved, self.skin_triangles, process=False)
         dense, _ = trimesh.sample.sample_surface(mesh, 60000, seed=1)
-        dense = np.r_[np.asarray(dense), moved[: self.asset.parts["head_neck"][1] + 1]]
+        tree = cKDTree(np.r_[np.asarray(dense), moved[: self.asset.parts["head_neck"][1] + 1]])
+        # ICP moves the scan onto the fixed prediction (one k-d tree); the inverse of that motion
+        # moves the prediction onto the scan, and distances are the same either way.
+        rot, shift = np.eye(3), np.zeros(3)
         for _ in range(ICP_ITERATIONS):
-            _, idx = cKDTree(dense).query(scan)
-            _, rot, _ = umeyama(dense[idx], scan)
-            shift = scan.mean(0) - rot @ dense[idx].mean(0)
-            dense = dense @ rot.T + shift
-            moved = moved @ rot.T + shift
-        mesh = trimesh.Trimesh(moved, self.skin_triangles, process=False)
-        _, dist, _ = trimesh.proximity.closest_point(mesh, scan)
+            current = scan @ rot.T + shift
+            _, idx = tree.query(current)
+            _, rot, _ = umeyama(scan, tree.data[idx])
+            shift = tree.data[idx].mean(0) - rot @ scan.mean(0)
+        _, _, dist = closest_points_on_mesh(scan @ rot.T + shift, moved, self.skin_triangles)
         mm = np.asarray(dist) * 10.0
         return NowError(float(np.median(mm)), float(np.mean(mm)), float(np.std(mm)))

@@ -28,7 +28,7 @@ def d8_bundle(tmp_path_factory):
 
 def test_bundle_contents(d8_bundle, asset):
     manifest = read_bundle(d8_bundle)  # validates the format and every file hash
-    assert sorted(p.name for p in d8_bundle.iterdir()) == ["fit_overlay.png", "head.glb", "head.json", "texture.png"]
+    assert sorted(p.name for p in d8_bundle.iterdir()) == ["fit_overlay.png", "head.glb", "head.json", "texture.png", "texture_shaded.png"]
     assert manifest.head_model == "ict-facekit" and manifest.vertex_count == 26719
     assert manifest.shape_keys == asset.expression_names
     assert manifest.inputs[0].file == "d8.jpg" and manifest.inputs[0].width == 720
