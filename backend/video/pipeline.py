@@ -113,7 +113,7 @@ class VideoPipeline:
         progress("texture", 0.0)
         rec = self.rec
         names = list(rec.asset.expression_names)
-        chosen = _texture_frames(track, self.texture_frames)
+        chosen = pick_texture_frames(track, self.texture_frames)
         shown = track.identity_frames[:_OVERLAY_FRAMES]
         frames = self._frames(track, set(chosen) | set(shown))
         views = []
@@ -209,7 +209,7 @@ class VideoPipeline:
         return {f.index: f.rgb for f in read_frames(track.info, report, wanted) if f.index in wanted}
 
 
-def _texture_frames(track: VideoTrack, count: int) -> list[int]:
+def pick_texture_frames(track: VideoTrack, count: int) -> list[int]:
     """Up to ``count`` frame numbers to bake the texture from, the most frontal first.
 
     The atlas is the neutral face, so frames with open mouths or closed eyes would paint teeth
