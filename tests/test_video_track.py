@@ -50,6 +50,15 @@ def test_track_covers_every_frame(d0_track, reconstructor):
     assert np.abs(np.median(t.gaze.reshape(-1, 2), axis=0)).max() < 15
 
 
+def test_one_identity_for_the_whole_track(d0_track):
+    """The photometric stage ran on the identity frames before tracking: the tracked frames, the
+    identity fit and the lighting the bake divides out all belong to the refined head."""
+    t = d0_track
+    assert t.lighting is not None and t.lighting.shape == (9, 3)
+    assert np.array_equal(t.identity, t.identity_fit.identity)
+    assert t.focal == pytest.approx(t.identity_fit.photos[0].focal)
+
+
 def test_identity_from_many_frames_is_a_plausible_person(d0_track):
     assert np.mean(d0_track.identity ** 2) < 1.5  # ICT identity weights are N(0, 1)
     assert np.abs(d0_track.identity).max() < 5
@@ -85,6 +94,7 @@ def test_cli_reconstruct_video_then_retarget(tmp_path, capsys):
     assert main(["reconstruct", str(VIDEO / "d3.mp4"), "-o", str(head), "-q"]) == 0
     manifest = read_bundle(head)
     assert manifest.files["animation.json"]["role"] == "animation"
+    assert manifest.files["texture_shaded.png"]["role"] == "texture_shaded"
     assert manifest.inputs[0].file == "d3.mp4" and all(f.frame is not None for f in manifest.fits)
     clip = read_animation(head)
     assert clip.frame_count == 354 and abs(clip.fps - 30) < 1e-6 and clip.source["file"] == "d3.mp4"
