@@ -1,7 +1,8 @@
 """Training and held-out frames for the avatar: face crops with their tracked pose and masks.
 
 Frames come from a ``VideoTrack``: a crop around the face (landmark box x ``crop_scale``), resized
-to the working resolution, with the intrinsics moved and scaled to match, the person mask from
+to the working resolution with an area filter (each crop pixel is the mean of the frame pixels
+it covers: no aliasing however far it shrinks; ``warpAffine`` with ``INTER_AREA`` is bilinear), with the intrinsics moved and scaled to match, the person mask from
 MediaPipe's selfie segmentation, and the tracked pose and expression as the starting point that
 photometric fitting refines (SHeaP).
 """
@@ -30,6 +31,11 @@ class AvatarFrame:
     expression: torch.Tensor
     landmarks: torch.Tensor
 
+    def to(self, device: torch.device | str) -> AvatarFrame:
+        """The same frame with every tensor on ``device``."""
+        return AvatarFrame(self.index, *(getattr(self, k).to(device) for k in
+                                         ("rgb", "mask", "K", "rotation", "translation", "expression", "landmarks")))
+
 
 def split_frames(track, n_train: int, n_heldout: int, guard: int = 3) -> tuple[list[int], list[int]]:
     """Frame numbers for training (spread over the clip, identity frames first) and held-out
@@ -57,16 +63,34 @@ def crop_box(points: np.ndarray, width: int, height: int, crop_scale: float = 1.
     return int(round(cx - side / 2)), int(round(cy - side / 2)), max(side, 8)
 
 
+def crop_window(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """image[y0:y0 + side, x0:x0 + side] ([H, W] or [H, W, C]), black where it is past the frame."""
+    out = np.zeros((side, side) + image.shape[2:], image.dtype)
+    h, w = image.shape[:2]
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    return out
+
+
+def resize_crop(window: np.ndarray, size: int) -> np.ndarray:
+    """A square window [S, S(, C)] -> [size, size(, C)]: area filter when shrinking, bilinear when
+    enlarging. Both map pixel edges to edges (u' = u * size / S, centres at +0.5), which is the
+    intrinsics' convention in ``make_frame``."""
+    side = window.shape[0]
+    if side == size:
+        return window.copy()
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(window, (size, size), interpolation=interp)
+
+
 def make_frame(index: int, rgb: np.ndarray, mask: np.ndarray, track, size: int) -> AvatarFrame:
     """One AvatarFrame at ``size``² from the full frame ``rgb`` [H, W, 3] uint8 and ``mask`` [H, W]."""
     points = track.landmarks[index]
     x0, y0, side = crop_box(points, rgb.shape[1], rgb.shape[0])
     scale = size / side
-    # An affine warp crops and resizes in one step and pads outside the frame with black. Pixel
-    # centres: continuous u' = (u - x0) * scale, with OpenCV's integer centres at u - 0.5.
-    warp = np.array([[scale, 0, (0.5 - x0) * scale - 0.5], [0, scale, (0.5 - y0) * scale - 0.5]], np.float32)
-    crop = cv2.warpAffine(rgb, warp, (size, size), flags=cv2.INTER_AREA, borderValue=(0, 0, 0))
-    crop_mask = cv2.warpAffine(mask.astype(np.float32), warp, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+    crop = resize_crop(crop_window(rgb, x0, y0, side), size)
+    crop_mask = resize_crop(crop_window(mask.astype(np.float32), x0, y0, side), size)
     info = track.info
     K = np.array([[track.focal * scale, 0, (info.width / 2 - x0) * scale],
                   [0, track.focal * scale, (info.height / 2 - y0) * scale], [0, 0, 1]], np.float32)
