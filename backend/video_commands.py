@@ -49,7 +49,8 @@ def reconstruct_video(args: argparse.Namespace, video: Path, out: Path) -> int:
         try:
             result = pipeline.reconstruct(video, out, force=args.force, on_progress=bar, avatar=args.avatar,
                                           avatar_device=getattr(args, "device", "auto"),
-                                          avatar_threads=getattr(args, "threads", None))
+                                          avatar_threads=getattr(args, "threads", None),
+                                          avatar_photos=getattr(args, "avatar_photos", None))
         finally:
             bar.close()
     track, clip = result.track, result.clip

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("clip", type=Path)
     parser.add_argument("--preset", default="fast", choices=tuple(PRESETS))
     parser.add_argument("--size", type=int, default=None, help="crop side (default: the preset's)")
+    parser.add_argument("--train-frames", type=int, default=None, help="default: the preset's")
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--asset-to", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -37,11 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PRESETS[args.preset]
     if args.size:
         cfg = replace(cfg, size=args.size)
+    if args.train_frames:
+        cfg = replace(cfg, train_frames=args.train_frames)
     with Reconstructor(ReconstructOptions(progress=False)) as rec, tempfile.TemporaryDirectory() as tmp:
         vp = VideoPipeline(rec)
         result = vp.reconstruct(args.clip, Path(tmp) / "head")
         texture = np.asarray(Image.open(result.bundle_dir / "texture.png").convert("RGB"))
         clip = prepare_clip(rec, result.track, texture, cfg, lambda wanted: vp._frames(result.track, wanted))
+    if not clip.heldout:
+        print(f"{args.clip}: too short for {len(clip.train)} training frames and held-out ones at least 3 frames "
+              "away; take a longer clip or fewer --train-frames")
+        return 1
     path = save_prepared(args.out, clip)
     print(f"{path}: {len(clip.train)} training + {len(clip.heldout)} held-out frames at {clip.size}², "
           f"{path.stat().st_size / 2**20:.1f} MiB")

@@ -59,8 +59,11 @@ def holes(trainer, asset, views) -> dict:
         verts = trainer.model.shape(ident, expr)[0]
         g = trainer.avatar.gaussians(verts, expr[0])
     tris = asset.triangles[bound_triangles(asset)]
-    fractions = hole_fractions(g, verts.cpu().numpy().astype(np.float64), tris, views, trainer.avatar.config.surfels)
-    return {**summarise(fractions), "per_view_pct": {f"{p:+.0f}": [round(100 * x, 2) for x in f] for p, f in fractions.items()}}
+    spill: dict = {}
+    fractions = hole_fractions(g, verts.cpu().numpy().astype(np.float64), tris, views, trainer.avatar.config.surfels,
+                               spill)
+    return {**summarise(fractions), "spill": summarise(spill),
+            "per_view_pct": {f"{p:+.0f}": [round(100 * x, 2) for x in f] for p, f in fractions.items()}}
 
 
 def override(cfg, key: str, value: str):
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--size", type=int, default=None, help="resize the prepared crops (area filter)")
+    parser.add_argument("--train-frames", type=int, default=None, help="an evenly spread subset of the training frames")
     parser.add_argument("--asset", type=Path, default=None, help="converted ICT asset .npz (default: the cache)")
     parser.add_argument("--fps-repeats", type=int, default=20)
     parser.add_argument("--hole-size", type=int, default=128)
@@ -131,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
 
         asset = load_ict(progress=False)
     clip = load_prepared(args.clip)
+    if args.size and args.size != clip.size:
+        from backend.avatar.frames import resized
+
+        clip = replace(clip, size=args.size, train=[resized(f, args.size) for f in clip.train],
+                       heldout=[resized(f, args.size) for f in clip.heldout])
+    if args.train_frames and args.train_frames < len(clip.train):
+        keep = np.linspace(0, len(clip.train) - 1, args.train_frames).round().astype(int)
+        clip = replace(clip, train=[clip.train[i] for i in keep])
     cfg = replace(PRESETS[args.preset], size=clip.size, train_frames=len(clip.train), heldout_frames=len(clip.heldout))
     if args.steps:
         cfg = replace(cfg, steps=args.steps)

@@ -1,8 +1,8 @@
 """The avatar's training beside a busy neighbour (a render using every core, as Cycles does):
-slowdown with torch's default threads (one per core: oversubscribed) and with the thread
-governor (``backend.avatar.device``: the cores others leave free), as ratios to the idle run.
+seconds per step with torch's default threads (one per core: oversubscribed) and with the thread
+governor (``backend.avatar.device``: the cores others leave free), as ratios within one run.
 
-    python -m bench.avatar_threads CLIP.npz [--steps 20] [--repeats 2]
+    python -m bench.avatar_threads CLIP.npz [--steps 10] [--repeats 1]
 
 The neighbour is ``cores`` processes spinning in pure Python (no OpenMP of their own, like a
 renderer's worker threads). Conditions are interleaved and repeated; medians are reported. The
@@ -68,8 +68,8 @@ def timed_training(asset, clip, cfg, threads: int | None) -> tuple[float, list[i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("clip", type=Path)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     from backend.avatar.device import others_busy_cores, usable_cores
@@ -81,29 +81,32 @@ def main(argv: list[str] | None = None) -> int:
     clip = load_prepared(args.clip)
     cfg = replace(PRESETS["fast"], size=clip.size, steps=args.steps, coverage_views=8)
     cores = usable_cores()
-    conditions = {"idle, one thread a core": (0, cores), "busy, one thread a core": (cores, cores),
-                  "busy, governor": (cores, None), "idle, governor": (0, None)}
+    # (spinning neighbours, our threads: None = the governor)
+    conditions = {"no neighbour, governor": (0, None), "no neighbour, one thread a core": (0, cores),
+                  "neighbour, governor": (cores, None), "neighbour, one thread a core": (cores, cores)}
     times: dict[str, list[float]] = {k: [] for k in conditions}
     chosen: dict[str, list] = {k: [] for k in conditions}
-    timed_training(asset, clip, replace(cfg, steps=3), cores)  # warm-up
+    loads: dict[str, list] = {k: [] for k in conditions}
+    timed_training(asset, clip, replace(cfg, steps=2), 1)  # warm-up
     for _ in range(args.repeats):
         for name, (spinners, threads) in conditions.items():
-            background = others_busy_cores(0.5)
             with Neighbour(spinners):
+                others = others_busy_cores(0.5)  # the machine's other users, and our neighbour
                 seconds, used = timed_training(asset, clip, cfg, threads)
-            times[name].append(seconds)
+            times[name].append(seconds / args.steps)
             chosen[name].append(used)
-            print(json.dumps({"condition": name, "seconds": round(seconds, 2), "threads": used,
-                              "others_busy_before": round(background or 0, 2)}), flush=True)
+            loads[name].append(round(others or 0, 2))
+            print(json.dumps({"condition": name, "s_per_step": round(seconds / args.steps, 3), "threads": used,
+                              "others_busy_cores": loads[name][-1]}), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    idle = med["idle, one thread a core"]
-    report = {"cores": cores, "steps": args.steps, "median_s": med,
-              "slowdown_oversubscribed": med["busy, one thread a core"] / idle,
-              "slowdown_governor": med["busy, governor"] / idle,
-              "governor_idle_vs_fixed": med["idle, governor"] / idle, "threads_chosen": chosen,
-              # a neighbour with one busy thread a core, beside our t threads: each of the cores + t
-              # runnable threads gets cores / (cores + t) of a core, so ours get t / (cores + t) of the machine
-              "core_share_governor_1_thread": 1 / (cores + 1)}
+    base = med["no neighbour, governor"]
+    report = {"cores": cores, "steps": args.steps, "s_per_step": med, "others_busy_cores": loads,
+              "threads_chosen": chosen,
+              "slowdown_beside_neighbour_governor": med["neighbour, governor"] / base,
+              "slowdown_beside_neighbour_one_thread_a_core": med["neighbour, one thread a core"] / base,
+              "one_thread_a_core_vs_governor_no_neighbour": med["no neighbour, one thread a core"] / base,
+              # our t threads among the neighbour's `cores` busy ones get t / (cores + t) of the machine
+              "machine_share_1_thread_beside_neighbour": 1 / (cores + 1)}
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

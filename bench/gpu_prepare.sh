@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-CLIP=${1:-../shared/media/video/d0.mp4}
+CLIP=${1:-../shared/media/video/d3.mp4}  # 354 frames at 512²: the "300-frame clip" of the GPU goal
 mkdir -p .gpu/whl
 PYTHONPATH=$PWD "$PY" -m bench.avatar_prepare "$CLIP" --preset quality -o .gpu/clip.npz --asset-to .gpu
 # pure-Python wheels the GPU image (Python 3.12, torch 2.11+cu130, numpy 2) does not hold

@@ -58,7 +58,7 @@ def test_holes_are_seen_from_the_side_they_are_on():
     verts, tris = sphere()
     size = float(np.sqrt(np.linalg.norm(np.cross(verts[tris[:, 1]] - verts[tris[:, 0]],
                                                  verts[tris[:, 2]] - verts[tris[:, 0]]), axis=1).mean() / 2))
-    views = ViewSet(yaws=8, pitches=(0.0, 30.0), size=64, distance_cm=60.0)
+    views = ViewSet(yaws=8, pitches=(0.0, 30.0), size=64, distance=60.0)
     whole = hole_fractions(surfels_on(verts, tris, size, None), verts, tris, views)
     assert max(f.max() for f in whole.values()) < 0.01  # a covered sphere: no holes from anywhere
     # no Gaussians on the caps |x| > 6 (of radius 10): seen along x (yaw 90, 270) a see-through
@@ -85,7 +85,7 @@ def test_coverage_prior_fills_holes():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[0] > 0.3 and np.mean(losses[-5:]) < 0.3 * losses[0], (losses[0], losses[-5:])
 
 

@@ -3,6 +3,7 @@ the crop; and the device switch and thread sizing of ``backend.avatar.device``."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import cv2
@@ -106,3 +107,38 @@ def test_governor_keeps_a_fixed_count():
         assert gov.history == [1]
     finally:
         torch.set_num_threads(before)
+
+
+def test_prepared_clip_round_trip(tmp_path):
+    from backend.avatar.prepared import PreparedClip, load_prepared, save_prepared
+    from backend.headmodel.torch_model import MorphableModel
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(3):
+        rgb = np.clip(rng.normal(0.5, 0.1, (200, 240, 3)) * 255, 0, 255).astype(np.uint8)
+        mask = (rng.random((200, 240)) > 0.5).astype(np.float32)
+        frames.append(replace(make_frame(0, rgb, mask, fake_track(240, 200, (60, 40, 180, 160)), 48), index=i))
+    lm = MorphableModel(rng.normal(size=(478, 3)), rng.normal(size=(4, 478, 3)), rng.normal(size=(53, 478, 3)))
+    clip = PreparedClip("x.mp4", 48, frames[:2], frames[2:], rng.normal(size=4), rng.integers(0, 255, (16, 32, 3), np.uint8),
+                        rng.random((10, 3)).astype(np.float32), lm, np.arange(5))
+    back = load_prepared(save_prepared(tmp_path / "c.npz", clip))
+    assert [f.index for f in back.train] == [0, 1] and [f.index for f in back.heldout] == [2]
+    for a, b in zip(clip.train + clip.heldout, back.train + back.heldout):
+        assert (a.rgb - b.rgb).abs().mean() < 0.02  # JPEG, quality 95
+        assert torch.allclose(a.mask, b.mask, atol=1 / 255)
+        for k in ("K", "rotation", "translation", "expression", "landmarks"):
+            assert torch.equal(getattr(a, k), getattr(b, k)), k
+    assert np.array_equal(back.texture, clip.texture) and np.array_equal(back.identity, clip.identity)
+    assert torch.equal(back.landmark_model.expression_basis, lm.expression_basis)
+
+
+def test_crop_past_the_frame_is_marked_invalid():
+    track = fake_track(120, 100, (30, 40, 90, 99))  # the face at the bottom edge: the crop runs past it
+    frame = make_frame(0, np.full((100, 120, 3), 200, np.uint8), np.ones((100, 120), np.float32), track, 32)
+    assert frame.valid is not None and frame.valid.shape == (32, 32, 1)
+    assert float(frame.valid[-1].max()) == 0.0 and float(frame.valid[0].min()) == pytest.approx(1.0)
+    assert torch.allclose(frame.mask, frame.valid, atol=1e-6)  # the mask is all-person inside the frame
+    inside = make_frame(0, np.zeros((400, 400, 3), np.uint8), np.ones((400, 400), np.float32),
+                        fake_track(400, 400, (150, 150, 250, 250)), 32)
+    assert inside.valid is None

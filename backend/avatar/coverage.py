@@ -25,19 +25,19 @@ HOLE_ALPHA = 0.5
 @dataclass(frozen=True)
 class ViewSet:
     """Cameras on circles around the head: ``yaws`` per circle, one circle per pitch (degrees,
-    > 0 looking down from above), ``distance_cm`` from the head's centre, ``fov_deg`` across
+    > 0 looking down from above), ``distance`` from the head's centre, ``fov_deg`` across
     ``size`` pixels."""
 
     yaws: int = 36
     pitches: tuple[float, ...] = (0.0, 30.0, -30.0)
-    distance_cm: float = 60.0
+    distance: float = 60.0  # in the units of the vertices (cm in training)
     fov_deg: float = 30.0
     size: int = 128
 
 
 def view_cameras(target: np.ndarray, views: ViewSet) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     """target: [3] (cm) -> {pitch: (viewmats [yaws, 4, 4], K [3, 3])}, OpenCV world -> camera."""
-    return {p: orbit_cameras(views.yaws, views.distance_cm, p, target=target, fov_deg=views.fov_deg, size=views.size)
+    return {p: orbit_cameras(views.yaws, views.distance, p, target=target, fov_deg=views.fov_deg, size=views.size)
             for p in views.pitches}
 
 
@@ -68,6 +68,11 @@ def render_alphas(gaussians: dict[str, torch.Tensor], viewmats: np.ndarray, K: n
     return torch.cat(out)
 
 
+def dilated(masks: np.ndarray) -> np.ndarray:
+    """masks: [C, H, W] bool grown by one pixel (4-neighbours)."""
+    return ~eroded(~masks)
+
+
 def eroded(masks: np.ndarray) -> np.ndarray:
     """masks: [C, H, W] bool -> the same without their rim (pixels with a 4-neighbour outside): a
     splat's soft edge there is anti-aliasing, not a hole."""
@@ -77,29 +82,35 @@ def eroded(masks: np.ndarray) -> np.ndarray:
 
 @dataclass
 class CoverageTargets:
-    """Random views around the head with the mesh's (eroded) silhouettes, for the coverage prior.
-    viewmats: [V, 4, 4]; K: [3, 3]; silhouettes: [V, S, S] float (1 inside)."""
+    """Random views around the head with the mesh's silhouettes, for the coverage prior.
+    viewmats: [V, 4, 4]; K: [3, 3]; silhouettes: [V, S, S] float, 1 inside the eroded silhouette;
+    outside: [V, S, S] float, 1 outside the dilated silhouette (the rim between is free)."""
 
     viewmats: torch.Tensor
     K: torch.Tensor
     silhouettes: torch.Tensor
+    outside: torch.Tensor
     generator: torch.Generator
+    spill_weight: float = 1.0
 
     def loss(self, gaussians: dict[str, torch.Tensor], surfels: bool) -> torch.Tensor:
-        """Mean (1 - alpha) inside the silhouette of one random view (differentiable)."""
+        """Mean (1 - alpha) inside the silhouette of one random view, plus ``spill_weight`` x alpha
+        outside it (per silhouette pixel): opaque where the mesh is, clear where it is not
+        (differentiable)."""
         j = int(torch.randint(len(self.viewmats), (1,), generator=self.generator))
         size = self.silhouettes.shape[-1]
         raster = rasterize_2dgs if surfels else rasterize
         ones = torch.ones(len(gaussians["means"]), 1, device=self.K.device)
         _, alpha, _ = raster(gaussians["means"], gaussians["quats"], gaussians["scales"], gaussians["opacities"], ones,
                              self.viewmats[j:j + 1], self.K[None], size, size)
-        sil = self.silhouettes[j]
-        return ((1 - alpha[0, ..., 0]) * sil).sum() / sil.sum().clamp_min(1)
+        sil, out = self.silhouettes[j], self.outside[j]
+        a = alpha[0, ..., 0]
+        return ((1 - a) * sil + self.spill_weight * a * out).sum() / sil.sum().clamp_min(1)
 
 
 def coverage_targets(verts: np.ndarray, triangles: np.ndarray, n_views: int, size: int, seed: int,
                      device: torch.device, max_pitch: float = 40.0, distance_cm: float = 60.0,
-                     fov_deg: float = 30.0) -> CoverageTargets:
+                     fov_deg: float = 30.0, spill_weight: float = 1.0) -> CoverageTargets:
     """``n_views`` cameras at random yaw (all round) and pitch (within +-max_pitch) looking at the
     centre of ``verts`` [V, 3] (cm, model space), with silhouettes of ``triangles`` [T, 3]."""
     rng = np.random.default_rng(seed)
@@ -109,21 +120,27 @@ def coverage_targets(verts: np.ndarray, triangles: np.ndarray, n_views: int, siz
     target = verts.mean(0)
     viewmats = look_at(target + distance_cm * direction, np.broadcast_to(target, direction.shape))
     K = orbit_cameras(1, distance_cm, 0.0, fov_deg=fov_deg, size=size)[1]
-    sil = eroded(silhouettes(verts, triangles, viewmats, K, size))
+    sil = silhouettes(verts, triangles, viewmats, K, size)
     as_t = lambda x: torch.as_tensor(np.asarray(x, np.float32), device=device)  # noqa: E731
-    return CoverageTargets(as_t(viewmats), as_t(K), as_t(sil), torch.Generator().manual_seed(seed))
+    return CoverageTargets(as_t(viewmats), as_t(K), as_t(eroded(sil)), as_t(~dilated(sil)),
+                           torch.Generator().manual_seed(seed), spill_weight)
 
 
 def hole_fractions(gaussians: dict[str, torch.Tensor], verts: np.ndarray, triangles: np.ndarray, views: ViewSet,
-                   surfels: bool = True) -> dict[float, np.ndarray]:
+                   surfels: bool = True, spill: dict | None = None) -> dict[float, np.ndarray]:
     """{pitch: [yaws] fraction of silhouette pixels with alpha < 0.5}. gaussians as for
-    ``render_alphas`` in the frame of ``verts`` [V, 3] (cm); triangles [T, 3]: the bound mesh."""
+    ``render_alphas`` in the frame of ``verts`` [V, 3] (cm); triangles [T, 3]: the bound mesh.
+    ``spill``, if given, receives {pitch: [yaws]} pixels with alpha >= 0.5 outside the silhouette
+    grown by a pixel, per silhouette pixel (splats bleeding past the head's outline)."""
     out = {}
     for pitch, (viewmats, K) in view_cameras(verts.mean(0), views).items():
-        sil = eroded(silhouettes(verts, triangles, viewmats, K, views.size))
+        full = silhouettes(verts, triangles, viewmats, K, views.size)
+        sil = eroded(full)
         alpha = render_alphas(gaussians, viewmats, K, views.size, surfels).cpu().numpy()
         holes = (alpha < HOLE_ALPHA) & sil
         out[pitch] = holes.sum((1, 2)) / np.maximum(sil.sum((1, 2)), 1)
+        if spill is not None:
+            spill[pitch] = ((alpha >= HOLE_ALPHA) & ~dilated(full)).sum((1, 2)) / np.maximum(sil.sum((1, 2)), 1)
     return out
 
 

@@ -20,7 +20,9 @@ from scipy.spatial.transform import Rotation
 @dataclass
 class AvatarFrame:
     """rgb: [H, W, 3] float in [0, 1]; mask: [H, W, 1]; K: [3, 3] crop intrinsics; rotation:
-    [3, 3] model -> camera; translation: [3] cm; expression: [E]; landmarks: [478, 2] crop pixels."""
+    [3, 3] model -> camera; translation: [3] cm; expression: [E]; landmarks: [478, 2] crop pixels;
+    valid: [H, W, 1] share of each pixel inside the video frame (a crop past the frame's edge is
+    unknown there, not background: the loss ignores it), None for all."""
 
     index: int
     rgb: torch.Tensor
@@ -30,11 +32,13 @@ class AvatarFrame:
     translation: torch.Tensor
     expression: torch.Tensor
     landmarks: torch.Tensor
+    valid: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> AvatarFrame:
         """The same frame with every tensor on ``device``."""
         return AvatarFrame(self.index, *(getattr(self, k).to(device) for k in
-                                         ("rgb", "mask", "K", "rotation", "translation", "expression", "landmarks")))
+                                         ("rgb", "mask", "K", "rotation", "translation", "expression", "landmarks")),
+                           valid=None if self.valid is None else self.valid.to(device))
 
 
 def split_frames(track, n_train: int, n_heldout: int, guard: int = 3) -> tuple[list[int], list[int]]:
@@ -84,6 +88,18 @@ def resize_crop(window: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(window, (size, size), interpolation=interp)
 
 
+def resized(frame: AvatarFrame, size: int) -> AvatarFrame:
+    """The frame at ``size``² (area filter when shrinking), intrinsics and landmarks scaled to match."""
+    s = size / frame.rgb.shape[0]
+    rgb = resize_crop(frame.rgb.cpu().numpy(), size)
+    mask = resize_crop(frame.mask.cpu().numpy()[..., 0], size)
+    K = frame.K.clone()
+    K[:2] *= s
+    valid = None if frame.valid is None else torch.as_tensor(resize_crop(frame.valid.cpu().numpy()[..., 0], size))[..., None]
+    return AvatarFrame(frame.index, torch.as_tensor(rgb), torch.as_tensor(mask)[..., None], K, frame.rotation,
+                       frame.translation, frame.expression, frame.landmarks * s, valid)
+
+
 def make_frame(index: int, rgb: np.ndarray, mask: np.ndarray, track, size: int) -> AvatarFrame:
     """One AvatarFrame at ``size``² from the full frame ``rgb`` [H, W, 3] uint8 and ``mask`` [H, W]."""
     points = track.landmarks[index]
@@ -91,6 +107,9 @@ def make_frame(index: int, rgb: np.ndarray, mask: np.ndarray, track, size: int) 
     scale = size / side
     crop = resize_crop(crop_window(rgb, x0, y0, side), size)
     crop_mask = resize_crop(crop_window(mask.astype(np.float32), x0, y0, side), size)
+    inside = np.ones(rgb.shape[:2], np.float32)
+    valid = resize_crop(crop_window(inside, x0, y0, side), size) if (x0 < 0 or y0 < 0 or x0 + side > rgb.shape[1]
+                                                                    or y0 + side > rgb.shape[0]) else None
     info = track.info
     K = np.array([[track.focal * scale, 0, (info.width / 2 - x0) * scale],
                   [0, track.focal * scale, (info.height / 2 - y0) * scale], [0, 0, 1]], np.float32)
@@ -104,4 +123,5 @@ def make_frame(index: int, rgb: np.ndarray, mask: np.ndarray, track, size: int) 
         translation=torch.as_tensor(track.translations[index], dtype=torch.float32),
         expression=torch.as_tensor(track.expressions[index], dtype=torch.float32),
         landmarks=torch.as_tensor((points[:, :2] - np.array([x0, y0])) * scale, dtype=torch.float32),
+        valid=None if valid is None else torch.as_tensor(valid)[..., None],
     )

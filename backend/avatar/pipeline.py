@@ -38,18 +38,20 @@ class AvatarResult:
 
 def build_avatar(rec, track, texture: np.ndarray, preset: str, decode: Callable[[set[int]], dict[int, np.ndarray]],
                  on_progress: Callable[[str, float], None] | None = None, config: TrainConfig | None = None,
-                 device: str | torch.device = "auto", threads: int | str | None = None) -> AvatarResult:
+                 device: str | torch.device = "auto", threads: int | str | None = None,
+                 photos: list[str | Path] | None = None) -> AvatarResult:
     """Train the avatar for ``track`` (a ``VideoTrack``) with models from ``rec`` (a Reconstructor).
 
     texture: [H, W, 3] uint8 baked atlas; decode(frame numbers) -> {frame: rgb [H, W, 3] uint8};
     device: "auto" | "cpu" | "cuda" (``backend.avatar.device.resolve_device``); threads: CPU threads,
-    None for the cores other processes leave free ($HEADRIG_THREADS overrides)."""
+    None for the cores other processes leave free ($HEADRIG_THREADS overrides); photos: stills of
+    the same person (front, profiles) added to the training frames (``backend.avatar.photos``)."""
     progress = on_progress or (lambda stage, fraction: None)
     cfg = config or PRESETS[preset]
     if cfg.threads is None:
         cfg = replace(cfg, threads=requested_threads(threads))
     torch.manual_seed(cfg.avatar.seed)
-    clip = prepare_clip(rec, track, texture, cfg, decode)
+    clip = prepare_clip(rec, track, texture, cfg, decode, photos)
     trainer, stats, metrics, mesh_baseline = fit_avatar(rec.asset, clip, cfg, device, progress)
     identity = (trainer.identity0 + trainer.identity_delta).detach().cpu().numpy().astype(np.float64)
     ply = _ply_bytes(trainer, identity)
@@ -61,9 +63,11 @@ def build_avatar(rec, track, texture: np.ndarray, preset: str, decode: Callable[
     return AvatarResult(identity, files, report)
 
 
-def prepare_clip(rec, track, texture: np.ndarray, cfg: TrainConfig, decode) -> PreparedClip:
+def prepare_clip(rec, track, texture: np.ndarray, cfg: TrainConfig, decode,
+                 photos: list[str | Path] | None = None) -> PreparedClip:
     """The clip's avatar inputs (``PreparedClip``): crops of the training and held-out frames
-    with their person masks (MediaPipe), tracked poses, identity, atlas and landmark model."""
+    with their person masks (MediaPipe), tracked poses, identity, atlas and landmark model; the
+    ``photos`` (fitted to the clip's identity) join the training frames."""
     train_ids, heldout_ids = split_frames(track, cfg.train_frames, cfg.heldout_frames)
     images = decode(set(train_ids) | set(heldout_ids))
     frames = {}
@@ -71,6 +75,10 @@ def prepare_clip(rec, track, texture: np.ndarray, cfg: TrainConfig, decode) -> P
         mask = rec.segmenter.mask(images[i], f"{track.info.path} (frame {i})")
         frames[i] = make_frame(i, images[i], mask, track, cfg.size)
     train = [frames[i] for i in train_ids]
+    if photos:
+        from backend.avatar.photos import photo_frames
+
+        train += photo_frames(rec, photos, track.identity, cfg.size)
     verts = rec.asset.vertices(track.identity)
     return PreparedClip(Path(str(track.info.path)).name, cfg.size, train, [frames[i] for i in heldout_ids],
                         np.asarray(track.identity), np.asarray(texture), _triangle_colours(rec.asset, verts, train[0]),

@@ -63,6 +63,9 @@ def save_prepared(path: str | Path, clip: PreparedClip) -> Path:
     frames = clip.train + clip.heldout
     rgb, rgb_off = _pack([_encode((f.rgb.numpy() * 255 + 0.5).astype(np.uint8), "JPEG") for f in frames])
     mask, mask_off = _pack([_encode((f.mask.numpy()[..., 0] * 255 + 0.5).astype(np.uint8), "PNG") for f in frames])
+    ones = torch.ones(clip.size, clip.size, 1)
+    valid, valid_off = _pack([_encode(((ones if f.valid is None else f.valid).numpy()[..., 0] * 255 + 0.5)
+                                      .astype(np.uint8), "PNG") for f in frames])
     lm = clip.landmark_model
     arrays = {f"frame_{k}": np.stack([getattr(f, k).numpy() for f in frames]) for k in _FRAME_FIELDS}
     meta = {"format": FORMAT, "clip": clip.clip, "size": clip.size, "n_train": len(clip.train)}
@@ -70,7 +73,7 @@ def save_prepared(path: str | Path, clip: PreparedClip) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), rgb=rgb, rgb_offsets=rgb_off, mask=mask,
-        mask_offsets=mask_off, index=np.array([f.index for f in frames]), identity=clip.identity,
+        mask_offsets=mask_off, valid=valid, valid_offsets=valid_off, index=np.array([f.index for f in frames]), identity=clip.identity,
         texture=np.frombuffer(_encode(clip.texture, "PNG"), np.uint8), fallback=clip.fallback,
         lm_mean=lm.mean.numpy(), lm_identity=lm.identity_basis.numpy(), lm_expression=lm.expression_basis.numpy(),
         rigid_ids=clip.rigid_ids, **arrays)
@@ -88,7 +91,11 @@ def load_prepared(path: str | Path) -> PreparedClip:
             rgb = torch.as_tensor(_unpack(d["rgb"], d["rgb_offsets"], i), dtype=torch.float32) / 255.0
             mask = torch.as_tensor(_unpack(d["mask"], d["mask_offsets"], i), dtype=torch.float32)[..., None] / 255.0
             fields = {k: torch.as_tensor(d[f"frame_{k}"][i]) for k in _FRAME_FIELDS}
-            frames.append(AvatarFrame(int(index), rgb, mask, **fields))
+            valid = None
+            if "valid" in d.files:  # files written before it was kept: all valid
+                valid = torch.as_tensor(_unpack(d["valid"], d["valid_offsets"], i), dtype=torch.float32)[..., None] / 255.0
+                valid = None if bool((valid == 1).all()) else valid
+            frames.append(AvatarFrame(int(index), rgb, mask, **fields, valid=valid))
         n_points = d["lm_mean"].shape[0]
         model = MorphableModel(d["lm_mean"], d["lm_identity"].reshape(-1, n_points, 3),
                                d["lm_expression"].reshape(-1, n_points, 3))

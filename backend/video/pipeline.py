@@ -96,12 +96,14 @@ class VideoPipeline:
 
     def reconstruct(self, path: str | Path, out_dir: str | Path, force: bool = False, job_id: str | None = None,
                     on_progress: Callable[[str, float], None] | None = None, avatar: str | None = None,
-                    avatar_device: str = "auto", avatar_threads: int | str | None = None) -> VideoResult:
+                    avatar_device: str = "auto", avatar_threads: int | str | None = None,
+                    avatar_photos: list[str | Path] | None = None) -> VideoResult:
         """Track ``path`` and write an animated head bundle to ``out_dir`` (atomically).
 
         ``avatar`` ("fast" or "quality") also trains the Gaussian avatar (``backend.avatar``); its
         photometric fit refines the identity the mesh is built with; it runs on ``avatar_device``
-        ("auto" | "cpu" | "cuda") with ``avatar_threads`` CPU threads (None: the free cores)."""
+        ("auto" | "cpu" | "cuda") with ``avatar_threads`` CPU threads (None: the free cores), and
+        ``avatar_photos`` of the same person join its training frames."""
         progress = on_progress or (lambda stage, fraction: None)
         timings: dict[str, float] = {}
         t = time.perf_counter()
@@ -134,7 +136,7 @@ class VideoPipeline:
 
             t = time.perf_counter()
             result = build_avatar(rec, track, texture, avatar, lambda wanted: self._frames(track, wanted), progress,
-                                  device=avatar_device, threads=avatar_threads)
+                                  device=avatar_device, threads=avatar_threads, photos=avatar_photos)
             track.identity = result.identity
             avatar_files = result.files
             avatar_means = result.report["heldout"]["mean"]
