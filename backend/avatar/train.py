@@ -119,7 +119,7 @@ class AvatarTrainer:
         corners = verts_neutral[avatar.asset.triangles[tris]]
         area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
         tri_size = np.ones(len(avatar.asset.triangles), np.float32)
-        tri_size[tris] = np.sqrt(area)
+        tri_size[tris] = np.sqrt(np.maximum(area, 1e-12))
         # scale cap (log, relative to the triangle): e x the larger of the triangle and the mean share
         self.scale_cap = torch.as_tensor(1.0 + np.maximum(0.0, np.log(np.sqrt(area.sum() / avatar.tri.shape[0]) / tri_size)),
                                          dtype=torch.float32, device=device)
@@ -215,6 +215,14 @@ class AvatarTrainer:
         return total, {"l1": float(l1.detach()), "ssim": 1 - float(d_ssim.detach()), "meta": meta}
 
     def train(self, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+        """Run the loop; on CPU with torch's thread count governed, restored afterwards."""
+        before = torch.get_num_threads()
+        try:
+            return self._train(on_step)
+        finally:
+            torch.set_num_threads(before)
+
+    def _train(self, on_step: Callable[[int, int, float], None] | None) -> dict:
         cfg = self.config
         opt = self._optimiser()
         rng = np.random.default_rng(cfg.avatar.seed)
