@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--max-seconds", type=float, default=600.0, help="refuse videos longer than this (default 600)")
     rec.add_argument("--avatar", choices=("fast", "quality"), default=None,
                      help="also fit a Gaussian avatar bound to the mesh (video only): fast = CPU minutes, quality = GPU")
+    rec.add_argument("--avatar-photos", nargs="+", default=None, metavar="PHOTO",
+                     help="with a video and --avatar: photos of the same person (front, profiles) to train on too")
+    rec.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="where the avatar trains and renders (default auto: CUDA when present)")
+    rec.add_argument("--threads", default=None,
+                     help="CPU threads for the avatar (default auto: the cores other programs leave free; "
+                          "or $HEADRIG_THREADS)")
     rec.set_defaults(func=cmd_reconstruct)
 
     info = sub.add_parser("info", help="summarise a head bundle")

@@ -58,7 +58,10 @@ def reconstruct_video(args: argparse.Namespace, video: Path, out: Path) -> int:
         pipeline.options.limits.max_seconds = args.max_seconds
         bar = StageBar("Reconstructing from video", not args.quiet, _AVATAR_STAGES if args.avatar else None)
         try:
-            result = pipeline.reconstruct(video, out, force=args.force, on_progress=bar, avatar=args.avatar)
+            result = pipeline.reconstruct(video, out, force=args.force, on_progress=bar, avatar=args.avatar,
+                                          avatar_device=getattr(args, "device", "auto"),
+                                          avatar_threads=getattr(args, "threads", None),
+                                          avatar_photos=getattr(args, "avatar_photos", None))
         finally:
             bar.close()
     track, clip = result.track, result.clip
@@ -158,7 +161,7 @@ def cmd_turntable(args: argparse.Namespace) -> int:
     opts = TurntableOptions(frames=args.frames, size=args.size, fps=args.fps)
     bar = tqdm(total=args.frames, desc="Turntable", unit="frame", disable=args.quiet)
     try:
-        path = render_turntable(args.bundle, out, opts, animation=args.animation,
+        path = render_turntable(args.bundle, out, opts, animation=args.animation, device=args.device,
                                 on_frame=lambda done, total: bar.update(1))
     finally:
         bar.close()
@@ -189,6 +192,8 @@ def register(sub) -> None:
     tt.add_argument("--fps", type=float, default=30.0, help="frame rate (default 30)")
     tt.add_argument("--animation", default=None, help="an animation.json (or its folder) to play while orbiting")
     tt.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    tt.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where to splat (default auto: gsplat on CUDA when present, else the CPU rasteriser)")
     tt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tt.set_defaults(func=cmd_turntable)
 

@@ -33,6 +33,12 @@ class AvatarConfig:
     mlp_hidden: int = 64
     mlp_frequencies: int = 4      # positional encoding of the canonical position
     seed: int = 0
+    # Placement: "stratified" gives each Gaussian an equal, contiguous share of the surface (systematic
+    # sampling of the cumulative area in the mesh's order, whose neighbours are neighbours), so no
+    # patch is left without one; "random" draws points by area (clumps and gaps: holes from the side).
+    placement: str = "stratified"
+    init_sigma: float = 0.6       # in-plane scale, x sqrt(surface share per Gaussian)
+    init_opacity: float = 0.88
 
 
 class ExpressionMLP(torch.nn.Module):
@@ -50,7 +56,7 @@ class ExpressionMLP(torch.nn.Module):
 
     def forward(self, expression: torch.Tensor, canonical: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """expression: [E]; canonical: [N, 3] (roughly unit scale) -> (offset [N, 3], colour [N, 3])."""
-        bands = 2.0 ** torch.arange(self.frequencies, dtype=canonical.dtype) * np.pi
+        bands = 2.0 ** torch.arange(self.frequencies, dtype=canonical.dtype, device=canonical.device) * np.pi
         angles = canonical[:, :, None] * bands  # [N, 3, F]
         enc = torch.cat([canonical, angles.sin().flatten(1), angles.cos().flatten(1)], 1)
         x = torch.cat([expression[None].expand(len(canonical), -1), enc], 1)
@@ -59,21 +65,29 @@ class ExpressionMLP(torch.nn.Module):
 
 
 class GaussianAvatar(torch.nn.Module):
-    """Bound Gaussians (+ optional expression MLP) on the ICT mesh."""
+    """Bound Gaussians (+ optional expression MLP) on the ICT mesh. Every tensor is a parameter
+    or buffer, so ``avatar.to(device)`` moves all of it (the device switch, ``backend.avatar.device``).
+
+    Buffers: triangles [T, 3], tri [N], bary [N, 3], canonical [N, 3]."""
 
     def __init__(self, asset: HeadModelAsset, binding: GaussianBinding, config: AvatarConfig, canonical: torch.Tensor):
         super().__init__()
         self.asset, self.config = asset, config
-        self.triangles = torch.as_tensor(asset.triangles, dtype=torch.long)
-        self.binding = binding
+        self.register_buffer("triangles", torch.as_tensor(asset.triangles, dtype=torch.long))
+        self.register_buffer("tri", binding.tri)
+        self.register_buffer("bary", binding.bary)
         for name, value in zip(("offset", "rot_local", "log_scale", "opacity_logit", "sh"), binding.parameters()):
             setattr(self, name, torch.nn.Parameter(value))
         self.register_buffer("canonical", canonical)
         self.mlp = ExpressionMLP(asset.n_expressions, config.mlp_hidden, config.mlp_frequencies) if config.mlp else None
 
+    @property
+    def device(self) -> torch.device:
+        return self.offset.device
+
     def current_binding(self) -> GaussianBinding:
-        b = self.binding
-        return GaussianBinding(b.tri, b.bary, self.offset, self.rot_local, self.log_scale, self.opacity_logit, self.sh)
+        return GaussianBinding(self.tri, self.bary, self.offset, self.rot_local, self.log_scale, self.opacity_logit,
+                               self.sh)
 
     def gaussians(self, verts: torch.Tensor, expression: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """World Gaussians for posed vertices [V, 3] and expression weights [E] (for the MLP)."""
@@ -89,11 +103,13 @@ class GaussianAvatar(torch.nn.Module):
                 "sh": sh, "mlp_offset": extra}
 
     def replace_binding(self, binding: GaussianBinding, canonical: torch.Tensor) -> None:
-        """After densify/prune: new tensors, new Parameters (the caller rebuilds its optimiser)."""
-        self.binding = binding
+        """After densify/prune: new tensors, new Parameters (the caller rebuilds its optimiser), on
+        the avatar's device."""
+        device = self.device
+        self.tri, self.bary = binding.tri.to(device), binding.bary.to(device)
         for name, value in zip(("offset", "rot_local", "log_scale", "opacity_logit", "sh"), binding.parameters()):
-            setattr(self, name, torch.nn.Parameter(value.detach().clone()))
-        self.canonical = canonical
+            setattr(self, name, torch.nn.Parameter(value.detach().clone().to(device)))
+        self.canonical = canonical.to(device)
 
 
 def bound_triangles(asset: HeadModelAsset) -> np.ndarray:
@@ -111,13 +127,15 @@ def initial_avatar(asset: HeadModelAsset, verts_cm: np.ndarray, texture: np.ndar
     tris = bound_triangles(asset)
     corners = verts_cm[asset.triangles[tris]]  # [T', 3, 3]
     area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
-    pick = rng.choice(len(tris), size=config.n_gaussians, p=area / area.sum())
+    pick = place(area, config.n_gaussians, config.placement, rng)
     tri = tris[pick]
     bary = rng.dirichlet(np.ones(3), size=len(tri)).astype(np.float32)
-    # Cover the triangle's share: each Gaussian stands for area / (Gaussians on it) of surface.
+    # Cover the Gaussian's share of the surface: area / (Gaussians on its triangle), or the mean
+    # share where a triangle is smaller than that (one Gaussian then stands for its neighbours too).
     per_tri = np.bincount(pick, minlength=len(tris))[pick]
-    side = np.sqrt(area[pick] / per_tri) / np.sqrt(area[pick])  # relative to the triangle size sqrt(area)
-    log_scale = np.log(np.stack([0.6 * side, 0.6 * side, 0.1 * side], 1)).astype(np.float32)
+    share = np.maximum(area[pick] / per_tri, area.sum() / config.n_gaussians if config.placement == "stratified" else 0)
+    side = np.sqrt(share / area[pick])  # relative to the triangle size sqrt(area)
+    log_scale = np.log(np.stack([config.init_sigma * side, config.init_sigma * side, 0.1 * side], 1)).astype(np.float32)
 
     colour = _initial_colours(asset, tri, bary, texture, fallback_colour, tris, pick)
     k = (config.sh_degree + 1) ** 2
@@ -126,14 +144,30 @@ def initial_avatar(asset: HeadModelAsset, verts_cm: np.ndarray, texture: np.ndar
     binding = GaussianBinding(
         tri=torch.as_tensor(tri, dtype=torch.long), bary=torch.as_tensor(bary),
         offset=torch.zeros(len(tri), 3), rot_local=torch.tensor([[1.0, 0, 0, 0]]).repeat(len(tri), 1),
-        log_scale=torch.as_tensor(log_scale), opacity_logit=torch.full((len(tri),), 2.0), sh=torch.as_tensor(sh))
+        log_scale=torch.as_tensor(log_scale),
+        opacity_logit=torch.full((len(tri),), float(np.log(config.init_opacity / (1 - config.init_opacity)))),
+        sh=torch.as_tensor(sh))
     return GaussianAvatar(asset, binding, config, canonical_positions(asset, verts_cm, binding))
+
+
+def place(area: np.ndarray, n: int, placement: str, rng: np.random.Generator) -> np.ndarray:
+    """[n] indices into triangles of ``area`` [T]: "random" by area, or "stratified" (systematic
+    sampling): the i-th Gaussian at the quantile (i + u) / n of the cumulative area, one random u
+    for all, so each triangle gets the floor or ceil of its expected count and every patch of at
+    least one share gets one."""
+    if placement == "random":
+        return rng.choice(len(area), size=n, p=area / area.sum())
+    if placement != "stratified":
+        raise ValueError(f"placement must be 'stratified' or 'random', got {placement!r}")
+    cum = np.cumsum(area) / area.sum()
+    quantiles = (np.arange(n) + rng.random()) / n
+    return np.minimum(np.searchsorted(cum, quantiles), len(area) - 1)
 
 
 def canonical_positions(asset: HeadModelAsset, verts_cm: np.ndarray, binding: GaussianBinding) -> torch.Tensor:
     """[N, 3] barycentric points on the neutral mesh, scaled to about [-1, 1] (the MLP's input)."""
-    corners = verts_cm[asset.triangles[binding.tri.numpy()]]
-    points = (corners * binding.bary.numpy()[..., None]).sum(1)
+    corners = verts_cm[asset.triangles[binding.tri.cpu().numpy()]]
+    points = (corners * binding.bary.cpu().numpy()[..., None]).sum(1)
     return torch.as_tensor((points - verts_cm.mean(0)) / 15.0, dtype=torch.float32)
 
 

@@ -13,13 +13,15 @@ import io
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from backend.avatar.device import requested_threads, resolve_device
 from backend.avatar.frames import AvatarFrame, make_frame, split_frames
+from backend.avatar.prepared import PreparedClip
 from backend.avatar.mesh_render import ict_textured_mesh, render_mesh
 from backend.avatar.model import bound_triangles, initial_avatar
 from backend.avatar.ply import write_gaussians_ply
@@ -35,13 +37,37 @@ class AvatarResult:
 
 
 def build_avatar(rec, track, texture: np.ndarray, preset: str, decode: Callable[[set[int]], dict[int, np.ndarray]],
-                 on_progress: Callable[[str, float], None] | None = None, config: TrainConfig | None = None) -> AvatarResult:
+                 on_progress: Callable[[str, float], None] | None = None, config: TrainConfig | None = None,
+                 device: str | torch.device = "auto", threads: int | str | None = None,
+                 photos: list[str | Path] | None = None) -> AvatarResult:
     """Train the avatar for ``track`` (a ``VideoTrack``) with models from ``rec`` (a Reconstructor).
 
-    texture: [H, W, 3] uint8 baked atlas; decode(frame numbers) -> {frame: rgb [H, W, 3] uint8}."""
+    texture: [H, W, 3] uint8 baked atlas; decode(frame numbers) -> {frame: rgb [H, W, 3] uint8};
+    device: "auto" | "cpu" | "cuda" (``backend.avatar.device.resolve_device``); threads: CPU threads,
+    None for the cores other processes leave free ($HEADRIG_THREADS overrides); photos: stills of
+    the same person (front, profiles) added to the training frames (``backend.avatar.photos``)."""
     progress = on_progress or (lambda stage, fraction: None)
     cfg = config or PRESETS[preset]
+    if cfg.threads is None:
+        cfg = replace(cfg, threads=requested_threads(threads))
     torch.manual_seed(cfg.avatar.seed)
+    clip = prepare_clip(rec, track, texture, cfg, decode, photos)
+    trainer, stats, metrics, mesh_baseline = fit_avatar(rec.asset, clip, cfg, device, progress)
+    identity = (trainer.identity0 + trainer.identity_delta).detach().cpu().numpy().astype(np.float64)
+    ply = _ply_bytes(trainer, identity)
+    sheet = _sheet(trainer, clip.heldout, mesh_baseline)
+    report = {"preset": preset, "config": _plain(asdict(cfg)), "train_frames": [f.index for f in clip.train],
+              "heldout_frames": [f.index for f in clip.heldout], "training": stats, "heldout": metrics,
+              "identity_change": float(np.abs(identity - track.identity).max())}
+    files = {"gaussians.ply": ply, "avatar.json": (json.dumps(report, indent=1) + "\n").encode(), "avatar_sheet.png": sheet}
+    return AvatarResult(identity, files, report)
+
+
+def prepare_clip(rec, track, texture: np.ndarray, cfg: TrainConfig, decode,
+                 photos: list[str | Path] | None = None) -> PreparedClip:
+    """The clip's avatar inputs (``PreparedClip``): crops of the training and held-out frames
+    with their person masks (MediaPipe), tracked poses, identity, atlas and landmark model; the
+    ``photos`` (fitted to the clip's identity) join the training frames."""
     train_ids, heldout_ids = split_frames(track, cfg.train_frames, cfg.heldout_frames)
     images = decode(set(train_ids) | set(heldout_ids))
     frames = {}
@@ -49,33 +75,37 @@ def build_avatar(rec, track, texture: np.ndarray, preset: str, decode: Callable[
         mask = rec.segmenter.mask(images[i], f"{track.info.path} (frame {i})")
         frames[i] = make_frame(i, images[i], mask, track, cfg.size)
     train = [frames[i] for i in train_ids]
-    heldout = [frames[i] for i in heldout_ids]
+    if photos:
+        from backend.avatar.photos import photo_frames
 
-    asset = rec.asset
-    verts = asset.vertices(track.identity)
-    fallback = _triangle_colours(asset, verts, train[0])
-    avatar = initial_avatar(asset, verts, texture, cfg.avatar, fallback)
-    landmark_model = rec.fitter.points_model
-    trainer = AvatarTrainer(avatar, track.identity, verts, train, landmark_model, cfg)
-    trainer.landmark_ids = torch.as_tensor(rec.fitter.rigid_ids)
+        train += photo_frames(rec, photos, track.identity, cfg.size)
+    verts = rec.asset.vertices(track.identity)
+    return PreparedClip(Path(str(track.info.path)).name, cfg.size, train, [frames[i] for i in heldout_ids],
+                        np.asarray(track.identity), np.asarray(texture), _triangle_colours(rec.asset, verts, train[0]),
+                        rec.fitter.points_model, np.asarray(rec.fitter.rigid_ids))
+
+
+def fit_avatar(asset, clip: PreparedClip, cfg: TrainConfig, device: str | torch.device = "auto",
+               on_progress: Callable[[str, float], None] | None = None):
+    """Initialise (GPHM: fitted mesh + atlas), train and evaluate the avatar of a prepared clip on
+    ``device``. Returns (trainer, training stats, held-out metrics, mesh_baseline(frame) -> [H, W, 3])."""
+    progress = on_progress or (lambda stage, fraction: None)
+    torch.manual_seed(cfg.avatar.seed)
+    verts = asset.vertices(clip.identity)
+    avatar = initial_avatar(asset, verts, clip.texture, cfg.avatar, clip.fallback)
+    trainer = AvatarTrainer(avatar, clip.identity, verts, clip.train, clip.landmark_model, cfg, resolve_device(device))
+    trainer.landmark_ids = torch.as_tensor(clip.rigid_ids, device=trainer.device)
     progress("avatar", 0.0)
     stats = trainer.train(lambda step, total, loss: progress("avatar", step / total) if step % 10 == 0 else None)
-
-    textured = ict_textured_mesh(asset, texture)
+    textured = ict_textured_mesh(asset, clip.texture)
 
     def mesh_baseline(frame: AvatarFrame) -> np.ndarray:
-        verts, _ = trainer.posed(frame, None)
+        verts, _ = trainer.posed(frame.to(trainer.device), None)
         size = frame.rgb.shape[0]
-        return render_mesh(verts.detach().numpy(), frame.K.numpy(), textured, size, size).image
+        return render_mesh(verts.detach().cpu().numpy(), frame.K.cpu().numpy(), textured, size, size).image
 
-    metrics = trainer.evaluate(heldout, mesh_baseline)
-    identity = (trainer.identity0 + trainer.identity_delta).detach().numpy().astype(np.float64)
-    ply = _ply_bytes(trainer, identity)
-    sheet = _sheet(trainer, heldout, mesh_baseline)
-    report = {"preset": preset, "config": _plain(asdict(cfg)), "train_frames": train_ids, "heldout_frames": heldout_ids,
-              "training": stats, "heldout": metrics, "identity_change": float(np.abs(identity - track.identity).max())}
-    files = {"gaussians.ply": ply, "avatar.json": (json.dumps(report, indent=1) + "\n").encode(), "avatar_sheet.png": sheet}
-    return AvatarResult(identity, files, report)
+    metrics = trainer.evaluate(clip.heldout, mesh_baseline)
+    return trainer, stats, metrics, mesh_baseline
 
 
 def _triangle_colours(asset, verts: np.ndarray, frame: AvatarFrame) -> np.ndarray:
@@ -94,13 +124,13 @@ def _triangle_colours(asset, verts: np.ndarray, frame: AvatarFrame) -> np.ndarra
 def _ply_bytes(trainer: AvatarTrainer, identity: np.ndarray) -> bytes:
     """The avatar at the neutral expression on the refined identity, in head.glb's frame."""
     asset, avatar = trainer.avatar.asset, trainer.avatar
-    verts_m = torch.as_tensor(asset.vertices(identity) / 100.0, dtype=torch.float32)
+    verts_m = torch.as_tensor(asset.vertices(identity) / 100.0, dtype=torch.float32, device=trainer.device)
     with torch.no_grad():
         g = avatar.gaussians(verts_m, None)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gaussians.ply"
-        arrays = [g[k].detach().numpy() for k in ("means", "quats", "scales", "opacities", "sh")]
-        write_gaussians_ply(path, *arrays, avatar.current_binding().detach())
+        arrays = [g[k].detach().cpu().numpy() for k in ("means", "quats", "scales", "opacities", "sh")]
+        write_gaussians_ply(path, *arrays, _cpu(avatar.current_binding().detach()))
         return path.read_bytes()
 
 
@@ -108,7 +138,7 @@ def _sheet(trainer: AvatarTrainer, frames: list[AvatarFrame], baseline) -> bytes
     rows = []
     with torch.no_grad():
         for frame in frames[:6]:
-            image = trainer.render(frame, None)[0].numpy()
+            image = trainer.render(frame.to(trainer.device), None)[0].cpu().numpy()
             target = (frame.rgb * frame.mask).numpy()
             error = np.clip(np.abs(image - target) * 4, 0, 1)
             rows.append([_u8(frame.rgb.numpy()), _u8(image), _u8(error), _u8(baseline(frame) * frame.mask.numpy())])
@@ -118,6 +148,11 @@ def _sheet(trainer: AvatarTrainer, frames: list[AvatarFrame], baseline) -> bytes
 
     Image.fromarray(sheet).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _cpu(binding):
+    return type(binding)(*(t.cpu() for t in (binding.tri, binding.bary, binding.offset, binding.rot_local,
+                                              binding.log_scale, binding.opacity_logit, binding.sh)))
 
 
 def _u8(image: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import torch
 
 from backend.avatar.binding import GaussianBinding, deform
 from backend.avatar.cameras import orbit_cameras
+from backend.avatar.device import ThreadGovernor, requested_threads, resolve_device
 from backend.avatar.ply import read_gaussians_ply
 from backend.avatar.raster import rasterize, rasterize_2dgs
 from backend.avatar.video_out import write_mp4
@@ -58,7 +59,7 @@ def render_turntable(bundle_dir: str | Path, out_path: str | Path, options: Turn
 
         asset = load_ict(progress=False)
     clip = read_animation(animation) if animation else None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     names = list(asset.expression_names)
     identity = np.asarray(manifest.identity)
     binding = _to(cloud.binding, device)
@@ -88,7 +89,13 @@ def render_turntable(bundle_dir: str | Path, out_path: str | Path, options: Turn
                 on_frame(i + 1, opts.frames)
             yield (colors[0, ..., :3].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
-    write_mp4(out_path, frames(), opts.fps)
+    before = torch.get_num_threads()
+    if device.type == "cpu":  # beside Blender: the cores it leaves free ($HEADRIG_THREADS overrides)
+        ThreadGovernor(fixed=requested_threads(None)).start()
+    try:
+        write_mp4(out_path, frames(), opts.fps)
+    finally:
+        torch.set_num_threads(before)
     return Path(out_path)
 
 

@@ -98,11 +98,15 @@ class VideoPipeline:
         return track_video(self.rec, path, self.options, on_progress)
 
     def reconstruct(self, path: str | Path, out_dir: str | Path, force: bool = False, job_id: str | None = None,
-                    on_progress: Callable[[str, float], None] | None = None, avatar: str | None = None) -> VideoResult:
+                    on_progress: Callable[[str, float], None] | None = None, avatar: str | None = None,
+                    avatar_device: str = "auto", avatar_threads: int | str | None = None,
+                    avatar_photos: list[str | Path] | None = None) -> VideoResult:
         """Track ``path`` and write an animated head bundle to ``out_dir`` (atomically).
 
         ``avatar`` ("fast" or "quality") also trains the Gaussian avatar (``backend.avatar``); its
-        photometric fit refines the identity the mesh is built with."""
+        photometric fit refines the identity the mesh is built with; it runs on ``avatar_device``
+        ("auto" | "cpu" | "cuda") with ``avatar_threads`` CPU threads (None: the free cores), and
+        ``avatar_photos`` of the same person join its training frames."""
         progress = on_progress or (lambda stage, fraction: None)
         timings: dict[str, float] = {}
         t = time.perf_counter()
@@ -138,7 +142,8 @@ class VideoPipeline:
             # Identity was refined photometrically before tracking; holding it here keeps one head
             # in the bundle (mesh, texture, animation and Gaussians all on the same identity).
             config = dataclasses.replace(PRESETS[avatar], lr_identity=0.0)
-            result = build_avatar(rec, track, baked.shaded, avatar, lambda wanted: self._frames(track, wanted), progress, config)
+            result = build_avatar(rec, track, baked.shaded, avatar, lambda wanted: self._frames(track, wanted), progress,
+                                  config, device=avatar_device, threads=avatar_threads, photos=avatar_photos)
             avatar_files = result.files
             avatar_means = result.report["heldout"]["mean"]
             timings["avatar"] = time.perf_counter() - t

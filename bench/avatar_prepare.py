@@ -1,0 +1,62 @@
+"""Track a clip once and write its avatar inputs as one small file (``backend.avatar.prepared``),
+for trainings that must not (or need not) track again: the GPU check, CPU before/after runs.
+
+    python -m bench.avatar_prepare CLIP.mp4 [--preset fast|quality] [--size N] -o OUT.npz [--asset-to DIR]
+
+``--asset-to DIR`` also copies the converted ICT-FaceKit asset (``ict-facekit.npz``) there: the
+GPU machine has no ../shared. DIR must be a git-ignored folder (``.gpu/``); never commit it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from backend.avatar.pipeline import prepare_clip
+from backend.avatar.prepared import save_prepared
+from backend.avatar.train import PRESETS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("clip", type=Path)
+    parser.add_argument("--preset", default="fast", choices=tuple(PRESETS))
+    parser.add_argument("--size", type=int, default=None, help="crop side (default: the preset's)")
+    parser.add_argument("--train-frames", type=int, default=None, help="default: the preset's")
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("--asset-to", type=Path, default=None)
+    args = parser.parse_args(argv)
+    from backend.headmodel.ict_source import ensure_ict_asset
+    from backend.reconstruct import ReconstructOptions, Reconstructor
+    from backend.video.pipeline import VideoPipeline
+    import numpy as np
+    from PIL import Image
+
+    cfg = PRESETS[args.preset]
+    if args.size:
+        cfg = replace(cfg, size=args.size)
+    if args.train_frames:
+        cfg = replace(cfg, train_frames=args.train_frames)
+    with Reconstructor(ReconstructOptions(progress=False)) as rec, tempfile.TemporaryDirectory() as tmp:
+        vp = VideoPipeline(rec)
+        result = vp.reconstruct(args.clip, Path(tmp) / "head")
+        texture = np.asarray(Image.open(result.bundle_dir / "texture.png").convert("RGB"))
+        clip = prepare_clip(rec, result.track, texture, cfg, lambda wanted: vp._frames(result.track, wanted))
+    if not clip.heldout:
+        print(f"{args.clip}: too short for {len(clip.train)} training frames and held-out ones at least 3 frames "
+              "away; take a longer clip or fewer --train-frames")
+        return 1
+    path = save_prepared(args.out, clip)
+    print(f"{path}: {len(clip.train)} training + {len(clip.heldout)} held-out frames at {clip.size}², "
+          f"{path.stat().st_size / 2**20:.1f} MiB")
+    if args.asset_to:
+        args.asset_to.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ensure_ict_asset(progress=False), args.asset_to / "ict-facekit.npz")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
