@@ -16,7 +16,7 @@ WEB_STAMP := $(WEB)/node_modules/.installed
 CHROMIUM  ?= chromium
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install web-tools browser demo test test-blender-versions bench clean
+.PHONY: install web-tools browser demo test test-blender-versions bench bench-likeness clean
 
 install: $(STAMP)
 
@@ -77,6 +77,20 @@ bench: install
 	$(BIN)/python -m bench.speed
 	$(BIN)/python -m bench.synthetic --out bench/results/synthetic --count 24 --sizes 512 1024 --seed 0 --verify
 	$(BIN)/python -m bench.accuracy --data bench/results/synthetic
+
+# Likeness (issue 10): off-model and in-model heads from 4 sides (seed 700) and 6 clips (seed 750),
+# rendered once by Cycles (about 45 minutes on 2 cores), then scored: NoW protocol and vertex error
+# beside the mean face, the landmark fit and the model's floor; the real-clip held-out check last.
+# The tuning range is seed 600/650 (bench/results/likeness/tune*), never reported.
+LIKENESS := bench/results/likeness
+bench-likeness: install
+	$(BIN)/python -m bench.likeness_data --out $(LIKENESS)/report --heads 12 --seed 700
+	$(BIN)/python -m bench.synthetic_video --out $(LIKENESS)/report_clips_off --clips 3 --frames 40 --static-frames 8 --seed 750 --off-model-mm 2
+	$(BIN)/python -m bench.synthetic_video --out $(LIKENESS)/report_clips_in --clips 3 --start 3 --frames 40 --static-frames 8 --seed 750
+	$(BIN)/python -m bench.likeness --heads $(LIKENESS)/report --clips $(LIKENESS)/report_clips_off $(LIKENESS)/report_clips_in \
+	    --json $(LIKENESS)/report.json --md $(LIKENESS)/report.md
+	$(BIN)/python -m bench.likeness --heads $(LIKENESS)/report --curve 0 45 90 150 --limit 4 --md $(LIKENESS)/curve.md
+	$(BIN)/python -m bench.likeness_real --md $(LIKENESS)/real.md
 
 clean:
 	rm -rf $(VENV) .venv-bpy-* out dist build *.egg-info .pytest_cache $(WEB)/node_modules

@@ -1,5 +1,7 @@
 """Likeness benchmark: how close the fitted head is to the person, on in-model and off-model heads.
 
+All of it, data included, is ``make bench-likeness``; by hand:
+
     python -m bench.likeness_data --out bench/results/likeness/report --heads 12 --seed 700
     python -m bench.synthetic_video --out bench/results/likeness/report_clips_off --clips 3 --frames 40 \\
         --static-frames 8 --seed 750 --off-model-mm 2
