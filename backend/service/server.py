@@ -264,7 +264,10 @@ class Server:
             self._event(rec.job_id, "cancelled")
 
     def _maybe_queue(self, rec) -> None:
-        if rec.state == "uploading" and rec.inputs_complete:
+        # A view counts bytes on disk, so an input still being hashed looks complete: wait for it
+        # (with two inputs the first hash to finish would otherwise try to queue the job).
+        hashing = any(job == rec.job_id for job, *_ in self._hashing.values())
+        if rec.state == "uploading" and rec.inputs_complete and not hashing:
             rec = self.store.update(rec.job_id, state="queued")
         if rec.state == "queued" and rec.job_id not in self._queue:
             self._queue.push(rec.job_id, rec.client)
