@@ -89,7 +89,7 @@ bench-likeness: install
 	$(BIN)/python -m bench.synthetic_video --out $(LIKENESS)/report_clips_in --clips 3 --start 3 --frames 40 --static-frames 8 --seed 750
 	$(BIN)/python -m bench.likeness --heads $(LIKENESS)/report --clips $(LIKENESS)/report_clips_off $(LIKENESS)/report_clips_in \
 	    --json $(LIKENESS)/report.json --md $(LIKENESS)/report.md
-	$(BIN)/python -m bench.likeness --heads $(LIKENESS)/report --curve 0 45 90 150 --limit 4 --md $(LIKENESS)/curve.md
+	$(BIN)/python -m bench.likeness --heads $(LIKENESS)/report --curve 0 45 90 150 --limit 3 --md $(LIKENESS)/curve.md
 	$(BIN)/python -m bench.likeness_real --md $(LIKENESS)/real.md
 
 clean:
