@@ -101,12 +101,12 @@ def exif_focal_px(image: Image.Image, width: int, height: int) -> float | None:
     focal, xres, unit = exif.get(0x920A), exif.get(0xA20E), exif.get(0xA210, 2)
     mm_per_unit = {2: 25.4, 3: 10.0, 4: 1.0}.get(int(unit or 2))
     if focal and xres and mm_per_unit and float(xres) > 0:
-        # Resolution is pixels per unit at the sensor's original width; scale to this image.
-        original_width = max(int(image.getexif().get(0xA002, 0) or exif.get(0xA002, 0) or width), 1)
+        # The resolution is pixels per unit at the sensor's original width (PixelXDimension when
+        # the photo was resized since); the focal length in pixels scales with this image's width.
+        original_width = max(int(exif.get(0xA002, 0) or width), 1)
         sensor_mm = original_width / float(xres) * mm_per_unit
-        f_px = float(focal) / sensor_mm * original_width * width / original_width
         if 10 <= float(focal) / sensor_mm * 36.0 <= 1200:
-            return f_px
+            return float(focal) / sensor_mm * width
     return None
 
 

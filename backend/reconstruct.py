@@ -26,6 +26,7 @@ from backend.errors import InputError
 from backend.fitting.geometry import axis_angle_to_matrix
 from backend.fitting.landmark_fit import FitConfig, FitResult, LandmarkFitter, Observation, PhotoFit
 from backend.fitting.photometric import PhotometricConfig, PhotometricRefiner
+from backend.fitting.shading import srgb_to_linear
 from backend.headmodel.ict_source import cache_dir, load_ict
 from backend.image_input import Photo, load_photo
 from backend.landmarks import FaceLandmarker, PersonSegmenter
@@ -257,5 +258,5 @@ def iris_colour(rgb: np.ndarray, points: np.ndarray) -> tuple[float, float, floa
         samples.append(window[(xs + x0 - c[0]) ** 2 + (ys + y0 - c[1]) ** 2 <= radius**2])
     pixels = np.concatenate(samples).astype(np.float32) / 255.0
     srgb = np.median(pixels, axis=0) if len(pixels) else np.array([0.3, 0.2, 0.1])
-    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    linear = srgb_to_linear(srgb)
     return (float(linear[0]), float(linear[1]), float(linear[2]), 1.0)

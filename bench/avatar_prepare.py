@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from backend.headmodel.ict_source import ensure_ict_asset
     from backend.reconstruct import ReconstructOptions, Reconstructor
+    from backend.video.decode import decode_frames
     from backend.video.pipeline import VideoPipeline
     import numpy as np
     from PIL import Image
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     with Reconstructor(ReconstructOptions(progress=False)) as rec, tempfile.TemporaryDirectory() as tmp:
         vp = VideoPipeline(rec)
         result = vp.reconstruct(args.clip, Path(tmp) / "head")
-        texture = np.asarray(Image.open(result.bundle_dir / "texture.png").convert("RGB"))
-        clip = prepare_clip(rec, result.track, texture, cfg, lambda wanted: vp._frames(result.track, wanted))
+        texture = np.asarray(Image.open(result.bundle_dir / "texture_shaded.png").convert("RGB"))  # the bake the pipeline starts the avatar from
+        clip = prepare_clip(rec, result.track, texture, cfg, lambda wanted: decode_frames(result.track.info, wanted))
     if not clip.heldout:
         print(f"{args.clip}: too short for {len(clip.train)} training frames and held-out ones at least 3 frames "
               "away; take a longer clip or fewer --train-frames")

@@ -39,6 +39,7 @@ from PIL import Image
 from bench.accuracy import mesh_error_mm
 from bench.now_metric import NowScorer
 from bench.offmodel import Bumps, model_projection, off_model_displacement
+from bench.synthetic_sampling import nose_tip_vertex
 
 METHODS = ("mean_face", "landmarks", "photometric", "model_floor")
 
@@ -270,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(PhotometricConfig(), **overrides)
     samples: list[dict] = []
     with Reconstructor(ReconstructOptions(progress=False, photometric=config)) as rec:
-        nose = int(np.argmax(rec.asset.neutral[: rec.asset.parts["face"][1] + 1, 2]))
-        scorer = Scorer(rec.asset, nose)
+        scorer = Scorer(rec.asset, nose_tip_vertex(rec.asset))
         if args.curve:
             points = run_curve(rec, scorer, args.heads, args.curve, args.limit, lambda s: print(s, flush=True))
             text = curve_markdown(points)

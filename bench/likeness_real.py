@@ -40,6 +40,7 @@ def score_clip(rec, path: Path, steps: int) -> dict:
     from backend.avatar.frames import make_frame
     from backend.avatar.mesh_render import ict_textured_mesh, render_mesh
     from backend.avatar.ssim import psnr
+    from backend.video.decode import decode_frames
     from backend.video.pipeline import VideoPipeline, pick_texture_frames
 
     rec.options.photometric.steps = steps  # the refiner shares this config
@@ -50,7 +51,7 @@ def score_clip(rec, path: Path, steps: int) -> dict:
     track = result.track
     used = list(track.identity_frames) + pick_texture_frames(track, pipeline.texture_frames)
     frames_ids = held_out_frames(track, used)
-    images = _decode(track, set(frames_ids))
+    images = decode_frames(track.info, set(frames_ids))
     textured = ict_textured_mesh(rec.asset, texture)
     scores = []
     for i in frames_ids:
@@ -60,12 +61,6 @@ def score_clip(rec, path: Path, steps: int) -> dict:
         image = render_mesh(verts, frame.K.numpy(), textured, CROP, CROP).image
         scores.append(float(psnr(torch.as_tensor(image, dtype=torch.float32) * frame.mask, frame.rgb, frame.mask)))
     return {"psnr": float(np.mean(scores)), "frames": frames_ids, "seconds": result.timings}
-
-
-def _decode(track, wanted: set[int]) -> dict[int, np.ndarray]:
-    from backend.video.decode import DecodeReport, read_frames
-
-    return {f.index: f.rgb for f in read_frames(track.info, DecodeReport(), wanted) if f.index in wanted}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,27 @@ def addon(tmp_path_factory):
         sys.path.remove(str(root))
         for mod in [m for m in sys.modules if m == "headrig" or m.startswith("headrig.")]:
             del sys.modules[mod]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """start(**ServerConfig fields) -> a Server running in a thread on 127.0.0.1; all stopped at the end."""
+    import threading
+
+    from backend.service.server import Server, ServerConfig
+
+    servers = []
+
+    def start(**kw) -> Server:
+        srv = Server(ServerConfig(bind="tcp://127.0.0.1:*", data_dir=tmp_path / f"data{len(servers)}", **kw))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        assert srv.ready.wait(30)
+        servers.append((srv, thread))
+        return srv
+
+    yield start
+    for srv, thread in servers:
+        srv.stop()
+        thread.join(15)
+        assert not thread.is_alive(), "server did not stop"

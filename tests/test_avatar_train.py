@@ -23,13 +23,14 @@ def avatar_run(reconstructor, tmp_path_factory):
     from PIL import Image
 
     from backend.avatar.pipeline import build_avatar
+    from backend.video.decode import decode_frames
     from backend.video.pipeline import VideoPipeline
 
     vp = VideoPipeline(reconstructor)
     bundle = vp.reconstruct(VIDEO / "d0.mp4", tmp_path_factory.mktemp("avatar") / "head")
-    texture = np.asarray(Image.open(bundle.bundle_dir / "texture.png").convert("RGB"))
+    texture = np.asarray(Image.open(bundle.bundle_dir / "texture_shaded.png").convert("RGB"))  # the bake the pipeline starts the avatar from
     track = bundle.track
-    return track, build_avatar(reconstructor, track, texture, "fast", lambda wanted: vp._frames(track, wanted), config=TINY)
+    return track, build_avatar(reconstructor, track, texture, "fast", lambda wanted: decode_frames(track.info, wanted), config=TINY)
 
 
 def test_loss_falls_and_heldout_beats_textured_mesh(avatar_run):
@@ -101,11 +102,11 @@ def test_photos_join_the_clip_in_its_frame(avatar_run, reconstructor, tmp_path):
 
     from backend.avatar.frames import make_frame
     from backend.avatar.photos import PHOTO_INDEX0, photo_frames
-    from backend.video.pipeline import VideoPipeline
+    from backend.video.decode import decode_frames
 
     track, _ = avatar_run
     picks = [5, 60]
-    images = VideoPipeline(reconstructor)._frames(track, set(picks))
+    images = decode_frames(track.info, set(picks))
     paths = []
     for i in picks:
         paths.append(tmp_path / f"still{i}.jpg")

@@ -24,7 +24,6 @@ from backend.service.fairqueue import FairQueue
 from backend.service.jobstore import JobStore
 from backend.service.retention import RetentionConfig, prune
 from backend.service.runner import Runner
-from backend.service.server import Server, ServerConfig
 from shared.client import ClientError, HeadRigClient
 from shared.folders import FETCH_MARKER, replace_refusal
 
@@ -32,22 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def gateway(tmp_path):
-    started = []
-
-    def start(**kw) -> Server:
-        srv = Server(ServerConfig(bind="tcp://127.0.0.1:*", data_dir=tmp_path / f"data{len(started)}", **kw))
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        assert srv.ready.wait(30)
-        started.append((srv, thread))
-        return srv
-
-    yield start
-    for srv, thread in started:
-        srv.stop()
-        thread.join(15)
-        assert not thread.is_alive()
+def gateway(server):
+    """An in-process gateway on 127.0.0.1 (conftest's ``server``), named for these tests."""
+    return server
 
 
 def _file(path: Path, size: int = 1000) -> Path:

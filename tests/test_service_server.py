@@ -12,7 +12,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend.service import security
-from backend.service.server import Server, ServerConfig
 from shared import protocol
 from shared.curve_keys import apply_client_keys
 from shared.protocol import ProtocolError
@@ -124,23 +122,6 @@ def run_probe(client: Client, inputs: dict[str, bytes], seconds: float = 0, key:
     return acc.fields["job"]
 
 
-@pytest.fixture
-def server(tmp_path):
-    servers = []
-
-    def start(**kw) -> Server:
-        srv = Server(ServerConfig(bind="tcp://127.0.0.1:*", data_dir=tmp_path / f"data{len(servers)}", **kw))
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        assert srv.ready.wait(30)
-        servers.append((srv, thread))
-        return srv
-
-    yield start
-    for srv, thread in servers:
-        srv.stop()
-        thread.join(15)
-        assert not thread.is_alive(), "server did not stop"
 
 
 @pytest.fixture

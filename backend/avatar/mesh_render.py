@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 
 from backend.bundle.gltf_writer import _EYE_SHELLS, _styles
-from backend.bundle.procedural_textures import _linear_to_srgb, eye_texture_png
+from backend.bundle.procedural_textures import eye_texture_png
 from backend.bundle.texture_bake import sample_bilinear
+from backend.fitting.shading import linear_to_srgb
 from backend.headmodel.asset import HeadModelAsset
 from backend.texture_layout import SKIN_MATERIALS, atlas_uv
 
@@ -217,5 +218,5 @@ def ict_textured_mesh(asset: HeadModelAsset, skin_texture: np.ndarray,
             textures.append(np.asarray(Image.open(io.BytesIO(eye_texture_png(style.colour, iris))).convert("RGB")))
             tri_texture[sel] = len(textures) - 1
         elif name not in SKIN_MATERIALS:
-            tri_colour[sel] = _linear_to_srgb(np.asarray(style.colour[:3]))  # glTF factors are linear
+            tri_colour[sel] = linear_to_srgb(np.asarray(style.colour[:3]))  # glTF factors are linear
     return TexturedMesh(asset.triangles[keep].astype(np.int64), uvs, textures, tri_texture, tri_colour)

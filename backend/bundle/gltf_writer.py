@@ -42,7 +42,7 @@ import pygltflib as gl
 
 from backend import __version__
 from backend.bundle.procedural_textures import (  # noqa: F401  (re-exported: importable from here too)
-    EYE_TEXTURE_SIZE, IRIS_UV_RADIUS, LASH_BANDS, PUPIL_UV_RADIUS, _linear_to_srgb, eye_texture_png, lash_texture_png,
+    EYE_TEXTURE_SIZE, IRIS_UV_RADIUS, LASH_BANDS, PUPIL_UV_RADIUS, eye_texture_png, lash_texture_png,
 )
 from backend.bundle.gltf_animation import NodeAnimation, add_node_animation
 from backend.headmodel.asset import HeadModelAsset

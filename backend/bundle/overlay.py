@@ -26,7 +26,7 @@ def draw_overlay(view: PhotoView, edges: np.ndarray, detected: np.ndarray, fitte
     verts = view.verts_cam
     used = np.unique(edges)
     vis = np.zeros(len(verts), bool)
-    vis[used] = visible_points(verts[used], view, tolerance_cm=0.3, cell_px=3.0)
+    vis[used] = visible_points(verts[used], view.focal, view.principal, view.rgb.shape[:2], tolerance_cm=0.3, cell_px=3.0)
     facing = np.zeros(len(verts), bool)
     facing[used] = (-(view.normals_cam[used] * verts[used]).sum(1)) > 0
     keep = vis[edges].all(1) & facing[edges].all(1)

@@ -14,17 +14,14 @@ import io
 import numpy as np
 from PIL import Image
 
+from backend.fitting.shading import linear_to_srgb
+
 # The shell's uvs are polar around (0.5, 0.5). Measured on ICT's mesh: the iris disc's rim lies
 # 25.4 deg off the gaze axis, under shell uv radius 0.139; a pupil a third of the iris wide.
 IRIS_UV_RADIUS = 0.139
 PUPIL_UV_RADIUS = 0.048
 EYE_TEXTURE_SIZE = 256
 LASH_BANDS = 6
-
-
-def _linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    c = np.clip(c, 0.0, 1.0)
-    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * np.power(c, 1 / 2.4) - 0.055)
 
 
 def eye_texture_png(sclera: tuple, iris: tuple, size: int = EYE_TEXTURE_SIZE) -> bytes:
@@ -47,7 +44,7 @@ def eye_texture_png(sclera: tuple, iris: tuple, size: int = EYE_TEXTURE_SIZE) ->
     sclera_rgb = np.asarray(sclera[:3], np.float64)
     rgb = sclera_rgb + inside(IRIS_UV_RADIUS) * (iris_rgb - sclera_rgb)
     rgb = rgb * (1.0 - inside(PUPIL_UV_RADIUS) * 0.985)
-    image = Image.fromarray((_linear_to_srgb(rgb) * 255.0 + 0.5).astype(np.uint8), "RGB")
+    image = Image.fromarray((linear_to_srgb(rgb) * 255.0 + 0.5).astype(np.uint8), "RGB")
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=6)
     return out.getvalue()
@@ -81,7 +78,7 @@ def lash_texture_png(colour: tuple, width: int = 1024, height: int = 192) -> byt
     inside = (cols >= 0) & (cols < width) & (cover > 0)
     alpha = np.bincount((rows * width + cols)[inside], cover[inside], minlength=height * width)
     rgba = np.empty((height, width, 4))
-    rgba[..., :3] = _linear_to_srgb(np.asarray(colour[:3], np.float64))
+    rgba[..., :3] = linear_to_srgb(np.asarray(colour[:3], np.float64))
     rgba[..., 3] = np.clip(alpha.reshape(height, width), 0.0, 1.0)
     image = Image.fromarray((rgba * 255.0 + 0.5).astype(np.uint8), "RGBA")
     # Stretched to a power-of-two height (the bands keep their 1/6 of v): WebGL 1 and older

@@ -109,7 +109,7 @@ class Bake:
 
 
 # Irradiance below this (relative to the face's median) is too dark to divide by: shadowed skin
-# would turn to noise; such samples keep their weight low instead.
+# would turn to noise, so the division is clamped here.
 MIN_IRRADIANCE = 0.25
 
 
@@ -119,13 +119,15 @@ def project_points(points: np.ndarray, focal: float, principal: tuple[float, flo
     return points[:, :2] / z * focal + np.asarray(principal)
 
 
-def visible_points(points: np.ndarray, view: PhotoView, tolerance_cm: float = 0.4, cell_px: float = 2.0) -> np.ndarray:
-    """[N] bool: points not hidden by nearer points of the same surface sample set.
+def visible_points(points: np.ndarray, focal: float, principal: tuple[float, float], image_size: tuple[int, int],
+                   tolerance_cm: float = 0.4, cell_px: float = 2.0) -> np.ndarray:
+    """[N] bool: camera-space points [N, 3] inside an image of ``image_size`` (height, width) and not
+    hidden by nearer points of the same surface sample set.
 
     A coarse z-buffer of the points themselves (cells of ``cell_px``) is dense enough because the
     texel points sample the skin far more finely than the photo's pixels."""
-    h, w = view.rgb.shape[:2]
-    xy = project_points(points, view.focal, view.principal)
+    h, w = image_size
+    xy = project_points(points, focal, principal)
     gw, gh = int(np.ceil(w / cell_px)), int(np.ceil(h / cell_px))
     gx = np.clip((xy[:, 0] / cell_px).astype(np.int64), 0, gw - 1)
     gy = np.clip((xy[:, 1] / cell_px).astype(np.int64), 0, gh - 1)
@@ -203,7 +205,7 @@ def bake_texture(texels: TexelMap, views: list[PhotoView], skin_gated: np.ndarra
         idx = np.nonzero(cos > min_cos)[0]
         corners, bary = texels.corners[idx], texels.bary[idx]
         pts = (verts[corners] * bary[..., None]).sum(1)
-        vis = visible_points(pts, view)
+        vis = visible_points(pts, view.focal, view.principal, view.rgb.shape[:2])
         idx, pts, c = idx[vis], pts[vis], cos[idx[vis]]
         xy = project_points(pts, view.focal, view.principal)
         # Squared cosine favours frontal views where several photos overlap; the mask keeps

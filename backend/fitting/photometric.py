@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from backend.bundle.texture_bake import PhotoView, visible_points
+from backend.bundle.texture_bake import project_points, visible_points
 from backend.fitting.geometry import axis_angle_to_matrix, project
 from backend.fitting.landmark_fit import FitResult, LandmarkFitter, Observation
 from backend.fitting.landmark_solve import Solved
@@ -136,7 +136,8 @@ class PhotometricRefiner:
         targets = torch.tensor(np.stack([o.points[:, :2] for o in observations]), dtype=torch.float32)
         rigid = torch.as_tensor(fitter.rigid_ids)
         iod_t = torch.tensor(iod, dtype=torch.float32)[:, None]
-        outside = [_outside_distance(m) / d for m, d in zip(masks, iod)]  # inter-ocular units
+        # Distance (inter-ocular units) from outside the person mask to it; the same at every stage.
+        dist_maps = [_image_tensor((_outside_distance(m) / d)[..., None]) for m, d in zip(masks, iod)]
         linear = [srgb_to_linear(img.astype(np.float32) / 255.0) for img in images]
 
         def pose() -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,6 +149,7 @@ class PhotometricRefiner:
             return shape @ rot.transpose(-1, -2) + trans[:, None, :]
 
         weights = torch.zeros(n, len(self.samples))
+        no_expression = torch.zeros(1, expression.shape[1])
         albedo = lighting = None
         stages = np.array_split(np.arange(cfg.steps), len(cfg.blur_iod))
         params = [identity, expression, delta_rot, offset, log_depth, log_focal]
@@ -157,7 +159,6 @@ class PhotometricRefiner:
         optim = None
         for stage, steps in enumerate(stages):
             blurred = [_image_tensor(cv2.GaussianBlur(img, (0, 0), max(cfg.blur_iod[stage] * d, 0.3))) for img, d in zip(linear, iod)]
-            dist_maps = [_image_tensor(dm[..., None]) for dm in outside]
             for step in steps:
                 if step % cfg.visibility_every == 0:
                     with torch.no_grad():
@@ -174,7 +175,7 @@ class PhotometricRefiner:
                 focal = log_focal.exp()
                 # Normals of the neutral identity, turned with each view: expressions bend them
                 # little on the skin, and one mesh instead of N keeps the step cheap.
-                neutral = self.face_model.shape(identity, expression[:1].detach() * 0)
+                neutral = self.face_model.shape(identity, no_expression)
                 normals = _vertex_normals(neutral, self.triangles)[:, self.samples] @ rot.transpose(-1, -2)  # [N, P, 3]
                 pts = self.sample_model.shape(identity.expand(n, -1), expression) @ rot.transpose(-1, -2) + trans[:, None, :]
                 uv = project(pts, focal.expand(n), principal)
@@ -229,15 +230,13 @@ class PhotometricRefiner:
         for i, (verts, mask) in enumerate(zip(cam.numpy(), masks)):
             pts = verts[self.samples.numpy()]
             cos = -(normals[i] * pts).sum(1) / np.linalg.norm(pts, axis=1)
-            view = PhotoView(mask, mask, verts, normals[i], focal, tuple(principal[i].tolist()))
+            centre = tuple(principal[i].tolist())
             # Depth-test against all face vertices: the samples alone are too sparse a z-buffer.
-            hidden = ~visible_points(np.r_[pts, verts], view)[: len(pts)]
-            uv = pts[:, :2] / pts[:, 2:] * focal + principal[i].numpy()
-            h, w = mask.shape
-            inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+            shown = visible_points(np.r_[pts, verts], focal, centre, mask.shape)[: len(pts)]
+            uv = project_points(pts, focal, centre).astype(int)
             m = np.zeros(len(pts), np.float32)
-            m[inside] = mask[uv[inside, 1].astype(int), uv[inside, 0].astype(int)]
-            out[i] = np.where((cos > self.config.min_cos) & ~hidden & (m > 0.5), cos**2, 0.0)
+            m[shown] = mask[uv[shown, 1], uv[shown, 0]]
+            out[i] = np.where((cos > self.config.min_cos) & (m > 0.5), cos**2, 0.0)
         return torch.from_numpy(out)
 
     def _initial_appearance(self, cam, focal, principal, blurred, weights) -> tuple[torch.Tensor, torch.Tensor]:

@@ -143,6 +143,12 @@ def container_focal_35mm(metadata: dict) -> float | None:
     return None
 
 
+def decode_frames(info: VideoInfo, wanted: set[int]) -> dict[int, np.ndarray]:
+    """{frame index: RGB [H, W, 3] uint8} of the wanted frames, decoded again: keeping every frame
+    of a clip in memory would not scale. Frames that no longer decode are left out."""
+    return {f.index: f.rgb for f in read_frames(info, DecodeReport(), wanted) if f.index in wanted}
+
+
 def read_frames(info: VideoInfo, report: DecodeReport, wanted: set[int] | None = None) -> Iterator[VideoFrame]:
     """Upright frames in display order with times from their timestamps.
 

@@ -28,7 +28,7 @@ from backend.errors import InputError
 from backend.fitting.geometry import continuous_quaternions
 from backend.avatar.train import PRESETS
 from backend.reconstruct import SHADED_TEXTURE, iris_colour, png_bytes
-from backend.video.decode import DecodeReport, read_frames
+from backend.video.decode import decode_frames
 from backend.video.frame_select import gap_iod
 from backend.video.track import VideoOptions, VideoTrack, track_video
 from shared.animation import ANIMATION_FILE, AnimationClip, animation_bytes
@@ -119,7 +119,7 @@ class VideoPipeline:
         names = list(rec.asset.expression_names)
         chosen = pick_texture_frames(track, self.texture_frames)
         shown = track.identity_frames[:_OVERLAY_FRAMES]
-        frames = self._frames(track, set(chosen) | set(shown))
+        frames = decode_frames(track.info, set(chosen) | set(shown))
         views = []
         for index in chosen:
             mask = rec.segmenter.mask(frames[index], f"{track.info.path} (frame {index})")
@@ -142,7 +142,7 @@ class VideoPipeline:
             # Identity was refined photometrically before tracking; holding it here keeps one head
             # in the bundle (mesh, texture, animation and Gaussians all on the same identity).
             config = dataclasses.replace(PRESETS[avatar], lr_identity=0.0)
-            result = build_avatar(rec, track, baked.shaded, avatar, lambda wanted: self._frames(track, wanted), progress,
+            result = build_avatar(rec, track, baked.shaded, avatar, lambda wanted: decode_frames(track.info, wanted), progress,
                                   config, device=avatar_device, threads=avatar_threads, photos=avatar_photos)
             avatar_files = result.files
             avatar_means = result.report["heldout"]["mean"]
@@ -208,10 +208,6 @@ class VideoPipeline:
         _write_result_folder(Path(out_dir), clip, force, write_livelink_csv)
         return VideoResult(Path(out_dir), track, clip)
 
-    def _frames(self, track: VideoTrack, wanted: set[int]) -> dict[int, np.ndarray]:
-        """RGB of the wanted frames, decoded again (keeping every frame of a clip in memory would not scale)."""
-        report = DecodeReport()
-        return {f.index: f.rgb for f in read_frames(track.info, report, wanted) if f.index in wanted}
 
 
 def pick_texture_frames(track: VideoTrack, count: int) -> list[int]:

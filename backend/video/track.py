@@ -26,6 +26,7 @@ from backend.video.decode import (
     DecodeReport,
     VideoInfo,
     VideoLimits,
+    decode_frames,
     probe_video,
     read_frames,
 )
@@ -149,7 +150,7 @@ def track_video(rec, path: str | Path, options: VideoOptions,
         # texture, animation, avatar) is made with the refined identity and focal length.
         report_progress("photometric", 0.0)
         wanted = set(identity_frames)
-        images = {f.index: f.rgb for f in read_frames(info, DecodeReport(), wanted) if f.index in wanted}
+        images = decode_frames(info, wanted)
         if all(i in images for i in identity_frames):
             masks = [rec.segmenter.mask(images[i], f"{shown} (frame {i})") for i in identity_frames]
             refined = rec.refiner.refine(chosen_obs, [images[i] for i in identity_frames], masks, fit,
