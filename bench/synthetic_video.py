@@ -44,6 +44,7 @@ from bench.offmodel import BUMP_TAG, draw_bumps, off_model_displacement
 from bench.synthetic_textures import collect_textures, ensure_procedural_textures
 from bench.synthetic_verify import MEDIAPIPE_CHECK, _overlay, mediapipe_landmarks
 from bench.synthetic_video_script import (
+    KINDS,
     ClipSpec,
     clip_record,
     clip_spec,
@@ -135,7 +136,8 @@ class ClipRenderer:
 def generate(asset: HeadModelAsset, out: Path, clips: int = 4, frames: int = 100, seed: int = 500, size: int = 512,
              fps: float = 25.0, static_frames: int = 25, samples: int = 8, textures: list[str] | None = None,
              n_procedural: int = 8, start: int = 0, force: bool = False, denoise: bool = True,
-             off_model_mm: float = 0.0, command: str | None = None, log=print) -> dict:
+             off_model_mm: float = 0.0, command: str | None = None, log=print, kind: str = "mixed",
+             framing: tuple[float, float] = (0.30, 0.42)) -> dict:
     """Render clips ``start .. start + clips - 1`` into ``out``; returns the manifest (dataset.json).
 
     ``off_model_mm`` > 0: every head gets smooth bumps outside the model's span with that RMS over
@@ -150,7 +152,7 @@ def generate(asset: HeadModelAsset, out: Path, clips: int = 4, frames: int = 100
         video, truth = stem.with_suffix(".mp4"), stem.with_suffix(".json")
         if not force and video.is_file() and truth.is_file():
             continue
-        spec = clip_spec(asset, seed, index, textures, frames, fps, static_frames, size)
+        spec = clip_spec(asset, seed, index, textures, frames, fps, static_frames, size, kind=kind, framing=framing)
         record = clip_record(asset, spec, size)
         if renderer is None:
             renderer = ClipRenderer(asset, samples, denoise)
@@ -253,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=8, help="Cycles samples per pixel (denoised)")
     parser.add_argument("--textures", nargs="*", default=[], help="atlas PNGs or folders; default: procedural")
     parser.add_argument("--force", action="store_true", help="re-render clips that already exist")
+    parser.add_argument("--kind", choices=KINDS, default="mixed", help="the clip's script (bench.expression_scripts)")
+    parser.add_argument("--framing", type=float, nargs=2, default=(0.30, 0.42), help="face width as fractions of the image")
     parser.add_argument("--off-model-mm", type=float, default=0.0, help="RMS (mm) of off-model bumps on every head; 0: in-model")
     parser.add_argument("--verify", action="store_true", help="run the MediaPipe check after rendering")
     parser.add_argument("--verify-only", action="store_true")
@@ -264,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m bench.synthetic_video " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
         manifest = generate(load_ict(progress=False), args.out, args.clips, args.frames, args.seed, args.size, args.fps,
                             args.static_frames, args.samples, collect_textures(args.textures), start=args.start,
-                            force=args.force, off_model_mm=args.off_model_mm, command=command)
+                            force=args.force, off_model_mm=args.off_model_mm, command=command, kind=args.kind,
+                            framing=tuple(args.framing))
         print(f"{len(manifest['clips'])} clips in {args.out}; mean render seconds per frame "
               f"{manifest['render_seconds_per_frame_this_run']}")
     if (args.verify or args.verify_only) and not verify_clips(args.out, args.verify_every)["convention_ok"]:

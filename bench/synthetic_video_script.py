@@ -63,6 +63,7 @@ class ClipSpec:
     translations: np.ndarray  # [F, 3] cm
     gaze: np.ndarray  # [F, 2, 2] (yaw, pitch) degrees per eye, eye 0 = the subject's left
     events: list[dict]  # the expression script, for the record
+    kind: str = "mixed"
 
     @property
     def n_frames(self) -> int:
@@ -200,13 +201,14 @@ def expression_script(names: list[str], rng: np.random.Generator, times: np.ndar
     return np.clip(weights, 0.0, 1.0), events
 
 
-def head_script(rng: np.random.Generator, times: np.ndarray, start: float, rest: np.ndarray) -> np.ndarray:
+def head_script(rng: np.random.Generator, times: np.ndarray, start: float, rest: np.ndarray,
+                limits: np.ndarray = POSE_LIMITS) -> np.ndarray:
     """[T, 6] yaw, pitch, roll (deg) and x, y, z offsets (cm): ``rest`` until ``start``, then eased
     moves between random key poses; the yaw swings from side to side so every clip turns both ways."""
     keys_t, keys_v = [start], [np.asarray(rest, float)]
     side = rng.choice([-1.0, 1.0])
     while keys_t[-1] < times[-1]:
-        pose = np.r_[side * rng.uniform(8.0, POSE_LIMITS[0]), rng.uniform(-1, 1, 2) * POSE_LIMITS[1:],
+        pose = np.r_[side * rng.uniform(min(8.0, limits[0]), limits[0]), rng.uniform(-1, 1, 2) * limits[1:],
                      rng.uniform(-1, 1, 3) * SHIFT_LIMITS]
         side = -side
         # Slow enough to look human: at most ~70 deg/s of mean yaw speed.
@@ -216,23 +218,49 @@ def head_script(rng: np.random.Generator, times: np.ndarray, start: float, rest:
     return ease_keys(times, np.array(keys_t), np.array(keys_v))
 
 
+KINDS = ("mixed", "turns", "speech", "rom", "random")
+"""Clip kinds: the original mixed take; the same with +-45 deg turns; talking; a range-of-motion
+take; independent frames (training stills). See ``bench.expression_scripts``."""
+TURN_LIMITS = np.array([45.0, 20.0, 10.0])
+
+
 def clip_spec(asset: HeadModelAsset, seed: int, index: int, textures: list[str], n_frames: int = 100,
-              fps: float = 25.0, static_frames: int = 25, size: int = 512) -> ClipSpec:
-    """The random clip ``index`` of dataset ``seed`` (randomness from ``(seed, index, STREAM_TAG)``)."""
+              fps: float = 25.0, static_frames: int = 25, size: int = 512, kind: str = "mixed",
+              framing: tuple[float, float] = (0.30, 0.42), seconds_per_key: float = 0.32) -> ClipSpec:
+    """The random clip ``index`` of dataset ``seed`` (randomness from ``(seed, index, STREAM_TAG)``).
+
+    ``kind`` (``KINDS``) picks the script; a ``rom`` clip's length follows from its keys
+    (``seconds_per_key`` each), not from ``n_frames``. ``framing``: the face's width as a range of
+    fractions of the image width."""
+    from bench import expression_scripts as scripts
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown clip kind {kind!r}; one of {KINDS}")
     rng = np.random.default_rng([seed, index, STREAM_TAG])
     names = asset.expression_names
     identity = rng.standard_normal(asset.n_identity) * rng.uniform(0.8, 1.0)
     lens = float(np.exp(rng.uniform(np.log(35.0), np.log(85.0))))  # the photo bench's range
     texture = textures[int(rng.integers(len(textures)))] if textures else ""
     look = photo._sample_look(rng)
+    if kind == "rom":
+        n_frames = static_frames + int(round(scripts.rom_frames(names, 1) * seconds_per_key * fps))
     static = (0, min(static_frames, n_frames))
     times = np.arange(n_frames) / fps
     start = static[1] / fps
-    expressions, events = expression_script(names, rng, times, start)
-    gaze = gaze_script(rng, times, start)
-    expressions = np.maximum(expressions, look_weights(gaze, names))  # the script leaves eyeLook* at 0
-    rest = np.r_[rng.uniform(-8, 8), rng.uniform(-5, 5), rng.uniform(-3, 3), 0.0, 0.0, 0.0]
-    motion = head_script(rng, times, start, rest)
+    if kind == "random":
+        expressions, gaze, motion = scripts.random_frames(names, rng, n_frames)
+        events: list[dict] = []
+    else:
+        if kind == "rom":
+            expressions, gaze, events = scripts.rom_script(names, times, start, seconds_per_key)
+        else:
+            script = scripts.speech_script if kind == "speech" else expression_script
+            expressions, events = script(names, rng, times, start)
+            gaze = gaze_script(rng, times, start)
+        rest = np.r_[rng.uniform(-8, 8), rng.uniform(-5, 5), rng.uniform(-3, 3), 0.0, 0.0, 0.0]
+        limits = {"turns": TURN_LIMITS, "rom": np.array([8.0, 5.0, 3.0]), "speech": np.array([15.0, 10.0, 5.0])}
+        motion = head_script(rng, times, start, rest, limits.get(kind, POSE_LIMITS))
+    expressions = np.maximum(expressions, look_weights(gaze, names))  # the scripts leave eyeLook* at 0
     rotations = np.stack([FACING @ euler_to_matrix(*m[:3]) for m in motion])
 
     neutral = asset.vertices(identity).astype(float)
@@ -241,7 +269,7 @@ def clip_spec(asset: HeadModelAsset, seed: int, index: int, textures: list[str],
     face_width = float(np.ptp(neutral[first : last + 1, 0]))
     face = slice(asset.parts["face"][0], asset.parts["face"][1] + 1)
     intr = intrinsics(lens, size, size)
-    fraction, offset = rng.uniform(0.30, 0.42), rng.uniform(-0.05, 0.05, 2) * size
+    fraction, offset = rng.uniform(*framing), rng.uniform(-0.05, 0.05, 2) * size
     verts = [asset.vertices(identity, e).astype(float)[face] for e in expressions]
     for _ in range(30):  # shrink the framing until the whole face stays inside every frame
         depth = intr["fx"] * face_width / (fraction * size)
@@ -253,7 +281,7 @@ def clip_spec(asset: HeadModelAsset, seed: int, index: int, textures: list[str],
             break
         fraction, offset = fraction * 0.92, offset * 0.7
     return ClipSpec(index, identity, lens, texture, look, fps, static, expressions, motion[:, :3], rotations,
-                    translations, gaze, events)
+                    translations, gaze, events, kind)
 
 
 def clip_record(asset: HeadModelAsset, spec: ClipSpec, size: int) -> dict:
@@ -275,7 +303,7 @@ def clip_record(asset: HeadModelAsset, spec: ClipSpec, size: int) -> dict:
             "landmarks68_2d": pts[:68].tolist(), "nose_tip_2d": pts[68].tolist(),
         })
     return {
-        "index": spec.index, "video": f"clip_{spec.index:02d}.mp4", "fps": spec.fps, "n_frames": spec.n_frames,
+        "index": spec.index, "kind": spec.kind, "video": f"clip_{spec.index:02d}.mp4", "fps": spec.fps, "n_frames": spec.n_frames,
         "size": [size, size],
         "model": {"name": asset.name, "units": "cm", "axes": "Y up, face towards +Z", "n_vertices": asset.n_vertices},
         "identity": spec.identity.tolist(),
