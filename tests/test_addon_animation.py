@@ -228,7 +228,7 @@ def test_video_bundle_import_replaces_the_gltf_animation(addon, bundle_dir, tmp_
     scene = bpy.context.scene
     for _ in range(2):  # the second import replaces the first: still one of everything
         head = _module("importer").import_bundle(bpy.context, video, replace=True)
-        assert sorted(a.name for a in bpy.data.actions) == ["d8", "d8 (head)"]
+        assert sorted(a.name for a in bpy.data.actions) == ["d8", "d8 (eyes)", "d8 (head)"]
     root, keys = head.parent, head.data.shape_keys
     assert keys.animation_data.action.name == "d8" and root.animation_data.action.name == "d8 (head)"
     assert not keys.animation_data.nla_tracks and head.animation_data is None and not root.animation_data.nla_tracks
