@@ -197,13 +197,16 @@ def apply_animation(context, head_obj, clip, action_name: str, transfer_head: bo
     return summary
 
 
-def current_actions(head_obj) -> tuple[str, str]:
-    """(shape-key Action name, root Action name), "" where none: for the panel."""
+def current_actions(head_obj) -> tuple[str, str, str]:
+    """(shape-key, root, eye-rig Action names), "" where none: for the panel."""
     key = head_obj.data.shape_keys if head_obj.type == "MESH" else None
-    shapes = key.animation_data.action if key is not None and key.animation_data else None
-    root = root_of(head_obj)
-    motion = root.animation_data.action if root.animation_data else None
-    return (shapes.name if shapes else "", motion.name if motion else "")
+    rig = eyes.rig_of(head_obj)
+
+    def playing(id_data) -> str:
+        action = id_data.animation_data.action if id_data is not None and id_data.animation_data else None
+        return action.name if action is not None else ""
+
+    return playing(key), playing(root_of(head_obj)), playing(rig)
 
 
 def apply_result(context, folder, target: str, action_name: str, transfer_head: bool = True):

@@ -380,5 +380,6 @@ def test_panel_draws_the_performance_box(addon, bundle_dir):
     panel.draw(SimpleNamespace(layout=layout), bpy.context)
     texts = [c.kwargs.get("text", "") for c in layout.mock_calls if c[0].endswith("label")]
     assert "Performance" in texts and "d8_head: d8 perf" in texts and "Head motion: d8 perf (head)" in texts
+    assert "Eyes: d8 perf (eyes)" in texts
     operators = [c.args[0] for c in layout.mock_calls if c[0].endswith("operator")]
     assert {"headrig.retarget_video", "headrig.import_livelink", "headrig.build_head"} <= set(operators)

@@ -82,7 +82,8 @@ def _evaluated(head) -> np.ndarray:
 
 def _group(head, name: str) -> np.ndarray:
     index = head.vertex_groups[name].index
-    return np.array([v.index for v in head.data.vertices if any(g.group == index and g.weight == 1.0 for g in v.groups)])
+    return np.array([v.index for v in head.data.vertices
+                     if any(g.group == index and g.weight == 1.0 for g in v.groups)])
 
 
 def _gaze_matrix(yaw_deg: float, pitch_deg: float) -> np.ndarray:
