@@ -16,9 +16,14 @@ moves. ``ensure_rig(context, head)`` gives a head the rig artists expect:
 The eyeball vertices are found by material: head.glb has one primitive per ICT material and ICT's
 eyeball parts are exactly its ``M_Sclera*`` and ``M_Iris*`` groups (the lid shells, tear film and
 lashes are other materials, and stay with the lids). The glTF importer keeps those names (with a
-``.001`` suffix on a second copy). The centre is a least-squares sphere fitted to the sclera's back
-half: the mean of the eyeball vertices lies ~5 mm in front of it (cornea bulge, iris), and a pivot
-that far forward would swing the eyeball through the lids.
+``.001`` suffix on a second copy). The pivot is the mean of the eyeball's vertices, the centre the
+video tracker turns the eyeball about when it solves the gaze from the iris
+(``backend/video/gaze.py``, ``EyeModel.from_asset``): the angles in ``animation.json`` put the iris
+where the video shows it only about that point. (ICT's sclera is a sphere whose centre lies ~5 mm
+behind that mean, the cornea and iris pull the mean forward; turning about the sphere's centre
+would keep the ball's surface in place but swing the iris ~1.5x further than the tracker saw. Move
+both together if that ever changes.) The mean is taken over distinct positions, since the importer
+splits vertices along uv seams and the copies would weigh the seam twice.
 
 ``gaze_quaternions(rig, bone, gaze)`` turns ``animation.json`` gaze, (yaw, pitch) degrees per frame
 (yaw towards the subject's left, pitch up, in the head's frame, zero = straight ahead), into pose
@@ -41,7 +46,7 @@ from .heads import PROP_BUNDLE, RIG_SUFFIX, head_label
 MODIFIER_NAME = "HeadRig eyes"
 FORWARD = Vector((0.0, -1.0, 0.0))  # the head looks along -Y in Blender (glTF +Z)
 UP = Vector((0.0, 0.0, 1.0))
-BONE_LENGTH = 1.5  # eyeball radii: the bone pokes out in front of the cornea, easy to pick
+BONE_LENGTH = 1.5  # eyeball radii (centre to cornea tip): the bone pokes out in front, easy to pick
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,9 @@ def _base_name(name: str) -> str:
     return re.sub(r"\.\d{3,}$", "", name)
 
 
-def eyeball_vertices(head) -> dict[str, tuple[list[int], list[int]]]:
-    """bone -> (all eyeball vertex ids, the sclera's), from the polygons' materials; eyes not found
-    are left out (a mesh that is not ICT's)."""
+def eyeball_vertices(head) -> dict[str, list[int]]:
+    """bone -> eyeball vertex ids (sclera and iris), from the polygons' materials; an eye whose
+    materials are missing is left out (a mesh that is not ICT's)."""
     slots = {}
     for i, slot in enumerate(head.material_slots):
         if slot.material is not None:
@@ -83,12 +88,8 @@ def eyeball_vertices(head) -> dict[str, tuple[list[int], list[int]]]:
         wanted = [i for name in names for i in slots.get(name, ())]
         return np.unique(corners[np.isin(corner_material, wanted)]).tolist() if wanted else []
 
-    found = {}
-    for eye in EYES:
-        sclera = vertices([eye.sclera])
-        if sclera:
-            found[eye.bone] = (vertices([eye.sclera, eye.iris]), sclera)
-    return found
+    found = {eye.bone: vertices([eye.sclera, eye.iris]) for eye in EYES}
+    return {bone: ids for bone, ids in found.items() if ids}
 
 
 def _basis_positions(head) -> np.ndarray:
@@ -99,22 +100,13 @@ def _basis_positions(head) -> np.ndarray:
     return co.reshape(-1, 3)
 
 
-def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """(centre, radius) of the least-squares sphere through ``points`` [n, 3] (algebraic fit:
-    |p|^2 = 2 c.p + (r^2 - |c|^2) is linear in c and the constant)."""
-    a = np.c_[2.0 * points, np.ones(len(points))]
-    solution = np.linalg.lstsq(a, (points * points).sum(axis=1), rcond=None)[0]
-    centre = solution[:3]
-    return centre, float(math.sqrt(max(solution[3] + centre @ centre, 1e-12)))
+def eyeball_centre(points: np.ndarray) -> np.ndarray:
+    """The mean of an eyeball's distinct rest positions [n, 3] (seam copies counted once)."""
+    return np.unique(np.round(points, 7), axis=0).mean(axis=0)
 
 
-def eyeball_centre(sclera: np.ndarray) -> tuple[np.ndarray, float]:
-    """(centre, radius) of an eyeball from its sclera shell [n, 3]: the sphere through the shell's
-    back half (behind its mean along the head's forward axis), where the cornea does not bulge."""
-    forward = np.asarray(FORWARD)
-    depth = sclera @ forward
-    back = sclera[depth <= depth.mean()]
-    return fit_sphere(back if len(back) >= 4 else sclera)
+def eyeball_radius(points: np.ndarray, centre: np.ndarray) -> float:
+    return float(np.linalg.norm(points - centre, axis=1).max())
 
 
 def rig_of(head):
@@ -154,7 +146,10 @@ def ensure_rig(context, head):
     if len(parts) != len(EYES):
         return None
     rest = _basis_positions(head)
-    centres = {bone: eyeball_centre(rest[sclera]) for bone, (_, sclera) in parts.items()}
+    centres = {}
+    for bone, ids in parts.items():
+        centre = eyeball_centre(rest[ids])
+        centres[bone] = (centre, eyeball_radius(rest[ids], centre))
 
     data = bpy.data.armatures.new(f"{head_label(head)}{RIG_SUFFIX}")
     data.display_type = "OCTAHEDRAL"
@@ -172,7 +167,7 @@ def ensure_rig(context, head):
     for pose_bone in rig.pose.bones:
         pose_bone.rotation_mode = "QUATERNION"
 
-    for bone, (vertices, _) in parts.items():
+    for bone, vertices in parts.items():
         group = head.vertex_groups.get(bone) or head.vertex_groups.new(name=bone)
         group.add(vertices, 1.0, "REPLACE")
     mod = head.modifiers.new(MODIFIER_NAME, "ARMATURE")
