@@ -41,12 +41,12 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
-from .heads import PROP_BUNDLE, RIG_SUFFIX, head_label
+from .heads import PROP_BUNDLE, PROP_JOB, PROP_MODEL, RIG_SUFFIX, head_label
 
 MODIFIER_NAME = "HeadRig eyes"
 FORWARD = Vector((0.0, -1.0, 0.0))  # the head looks along -Y in Blender (glTF +Z)
 UP = Vector((0.0, 0.0, 1.0))
-BONE_LENGTH = 1.5  # eyeball radii (centre to cornea tip): the bone pokes out in front, easy to pick
+BONE_LENGTH = 1.5  # eyeball extents (centre to its farthest vertex): the bone pokes out in front, easy to pick
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def ensure_rig(context, head):
     rig.parent = head.parent
     rig.matrix_parent_inverse = head.matrix_parent_inverse.copy()
     rig.matrix_basis = head.matrix_basis.copy()  # the rig's space is the mesh's: bone centres fit
-    for key in (PROP_BUNDLE, "headrig_job_id", "headrig_model"):
+    for key in (PROP_BUNDLE, PROP_JOB, PROP_MODEL):  # PROP_BUNDLE: find_head(rig) finds the head
         if key in head:
             rig[key] = head[key]
     _add_bones(context, rig, centres)
