@@ -122,9 +122,9 @@ def _add_bones(context, rig, centres: dict[str, tuple[np.ndarray, float]]) -> No
     active = view_layer.objects.active
     if active is not None and active.mode != "OBJECT":
         bpy.ops.object.mode_set(mode="OBJECT")
-    view_layer.objects.active = rig
-    bpy.ops.object.mode_set(mode="EDIT")
     try:
+        view_layer.objects.active = rig
+        bpy.ops.object.mode_set(mode="EDIT")
         for bone_name, (centre, radius) in centres.items():
             bone = rig.data.edit_bones.new(bone_name)
             bone.head = Vector(centre)
@@ -132,13 +132,16 @@ def _add_bones(context, rig, centres: dict[str, tuple[np.ndarray, float]]) -> No
             bone.align_roll(UP)  # local Z = the head's up, so local X is the lateral (pitch) axis
             bone.use_deform = True
     finally:
-        bpy.ops.object.mode_set(mode="OBJECT")
+        if rig.mode != "OBJECT":
+            bpy.ops.object.mode_set(mode="OBJECT")
         view_layer.objects.active = active
 
 
 def ensure_rig(context, head):
     """The head's eye rig, made if it has none (see the module docstring); None when the mesh has
-    no ICT eyeballs. Idempotent: a head imported before the rig existed gets one on first use."""
+    no ICT eyeballs or Blender cannot enter edit mode on a new armature here (then nothing is left
+    behind and the eyes simply do not turn). Idempotent: a head imported before the rig existed gets
+    one on first use."""
     rig = rig_of(head)
     if rig is not None:
         return rig
@@ -163,7 +166,12 @@ def ensure_rig(context, head):
     for key in (PROP_BUNDLE, PROP_JOB, PROP_MODEL):  # PROP_BUNDLE: find_head(rig) finds the head
         if key in head:
             rig[key] = head[key]
-    _add_bones(context, rig, centres)
+    try:
+        _add_bones(context, rig, centres)
+    except (RuntimeError, ValueError):  # edit mode refused (the head's collection hidden from the view
+        bpy.data.objects.remove(rig, do_unlink=True)  # layer...): the head stays usable, eyes fixed
+        bpy.data.armatures.remove(data)
+        return None
     for pose_bone in rig.pose.bones:
         pose_bone.rotation_mode = "QUATERNION"
 

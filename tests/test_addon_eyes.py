@@ -181,8 +181,18 @@ def test_a_head_without_a_rig_gets_one_when_animated(addon, bundle_dir):
     head.modifiers.remove(head.modifiers["HeadRig eyes"])
     for name in ("eye_L", "eye_R"):
         head.vertex_groups.remove(head.vertex_groups[name])
+    data = rig.data
     bpy.data.objects.remove(rig, do_unlink=True)
+    bpy.data.armatures.remove(data)
     assert eyes.rig_of(head) is None
+    # hidden from the view layer, no edit mode for a new armature: the animation still applies, and
+    # no half-made rig is left behind
+    layer_coll = bpy.context.view_layer.layer_collection.children[head.users_collection[0].name]
+    layer_coll.exclude = True
+    summary = _module("animation").apply_animation(bpy.context, head, make_clip(), "hidden")
+    assert summary["shape_action"] == "hidden" and summary["eyes_action"] == ""
+    assert eyes.rig_of(head) is None and not bpy.data.armatures and "HeadRig eyes" not in head.modifiers
+    layer_coll.exclude = False
     _module("animation").apply_animation(bpy.context, head, make_clip(), "late")
     rig = eyes.rig_of(head)
     assert rig is not None and rig.animation_data.action.name == "late (eyes)"
