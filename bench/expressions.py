@@ -62,10 +62,27 @@ def clip_rows(truth, track, method: str, seconds: float, basis, names: list[str]
     return rows
 
 
-def evaluate(data: Path, methods: list[str], photometric_steps: int | None, log=print) -> list[dict]:
+def video_options(method: str, overrides: list[str]):
+    """VideoOptions for ``method`` with ``section.field=value`` overrides (``track.prior_weight=0.1``,
+    ``expressions.offline_smoothing=1``, ``baseline_quantile=0``): the tuning knobs."""
+    from backend.video.track import ExpressionOptions, VideoOptions
+
+    opts = VideoOptions(progress=False, expressions=ExpressionOptions(method=method))
+    for item in overrides:
+        key, _, value = item.partition("=")
+        *path, name = key.split(".")
+        target = opts
+        for part in path:
+            target = getattr(target, part)
+        old = getattr(target, name)
+        setattr(target, name, type(old)(float(value)) if isinstance(old, (int, float)) and not isinstance(old, bool) else value)
+    return opts
+
+
+def evaluate(data: Path, methods: list[str], photometric_steps: int | None, overrides: list[str] | None = None,
+             log=print) -> list[dict]:
     from backend.reconstruct import ReconstructOptions, Reconstructor
     from backend.video.pipeline import VideoPipeline
-    from backend.video.track import ExpressionOptions, VideoOptions
 
     folders = sorted(p for p in Path(data).iterdir() if p.is_dir() and any(p.glob("clip_[0-9][0-9].json")))
     if not folders:
@@ -80,7 +97,7 @@ def evaluate(data: Path, methods: list[str], photometric_steps: int | None, log=
         for folder in folders:
             for truth in load_clips(folder, names):
                 for method in methods:
-                    vp = VideoPipeline(rec, VideoOptions(progress=False, expressions=ExpressionOptions(method=method)))
+                    vp = VideoPipeline(rec, video_options(method, overrides or []))
                     t0 = time.perf_counter()
                     track = vp.track(truth.video)
                     first_with_scores = next((m for m in methods if m != "solve"), None)
@@ -131,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--photometric-steps", type=int, default=None, help="override the photometric stage (default: as shipped)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="override VideoOptions fields, e.g. track.prior_weight=0.1 expressions.offline_smoothing=1")
     args = parser.parse_args(argv)
-    rows = evaluate(args.data, args.methods, args.photometric_steps)
-    report = {"data": str(args.data), "methods": args.methods, "rows": rows, "summary": summary(rows)}
+    rows = evaluate(args.data, args.methods, args.photometric_steps, args.set)
+    report = {"data": str(args.data), "methods": args.methods, "set": args.set, "photometric_steps": args.photometric_steps,
+              "rows": rows, "summary": summary(rows)}
     (args.json or args.data.with_suffix(".json")).write_text(json.dumps(report, indent=1))
     text = markdown(rows)
     (args.json or args.data.with_suffix(".json")).with_suffix(".md").write_text(text + "\n")

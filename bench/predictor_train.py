@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.video.predictor import DEFAULT_WEIGHTS, GAZE_SCALE, ExpressionPredictor, align, features
+from backend.video.predictor import DEFAULT_WEIGHTS, GAZE_SCALE, ExpressionPredictor, align, features, score_logits
 
 HELD_OUT = 4
 
@@ -72,7 +72,7 @@ def procrustes_template(points: np.ndarray, rounds: int = 3) -> np.ndarray:
 
 
 def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int = 256, epochs: int = 300,
-          l1: float = 0.3, seed: int = 0, log=print) -> tuple[ExpressionPredictor, dict]:
+          l1: float = 0.3, seed: int = 0, residual: bool = True, log=print) -> tuple[ExpressionPredictor, dict]:
     import torch
 
     torch.manual_seed(seed)
@@ -83,10 +83,13 @@ def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int
 
     def xy(cs):
         x = np.concatenate([features(c["points"], c["scores"], template) for c in cs])
-        return x, np.concatenate([c["weights"] for c in cs]), np.concatenate([c["gaze"] for c in cs]).reshape(-1, 4) / GAZE_SCALE
+        base = np.concatenate([score_logits(c["scores"], names) if residual else np.zeros((len(c["scores"]), len(names)))
+                               for c in cs])
+        return (x, np.concatenate([c["weights"] for c in cs]), np.concatenate([c["gaze"] for c in cs]).reshape(-1, 4) / GAZE_SCALE,
+                base)
 
-    x, y, g = xy(fit_clips)
-    xv, yv, gv = xy(val_clips)
+    x, y, g, b = xy(fit_clips)
+    xv, yv, gv, bv = xy(val_clips)
     mean, std = x.mean(0), x.std(0) + 1e-6
     tx = torch.tensor((x - mean) / std, dtype=torch.float32)
     ty = torch.tensor(y, dtype=torch.float32)
@@ -94,6 +97,7 @@ def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int
     tvx = torch.tensor((xv - mean) / std, dtype=torch.float32)
     tvy = torch.tensor(yv, dtype=torch.float32)
     tvg = torch.tensor(gv, dtype=torch.float32)
+    tb, tvb = torch.tensor(b, dtype=torch.float32), torch.tensor(bv, dtype=torch.float32)
     e = len(names)
     basis = torch.tensor(basis_mm.reshape(len(names), -1, 3), dtype=torch.float32)
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
@@ -114,7 +118,7 @@ def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int
             idx = order[i:i + 128]
             noisy = tx[idx] + 0.05 * torch.randn_like(tx[idx])  # MediaPipe's own jitter is larger on real footage
             out = net(noisy)
-            pred = torch.sigmoid(out[:, :e])
+            pred = torch.sigmoid(out[:, :e] + tb[idx])
             # Gaze in units of 30 deg: 1 deg of gaze error weighs like ~0.1 mm of face.
             loss = (vertex_mm(pred, ty[idx]).mean() + l1 * (pred - ty[idx]).abs().mean()
                     + 3.0 * (out[:, e:] - tg[idx]).abs().mean())
@@ -126,7 +130,7 @@ def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int
             net.eval()
             with torch.no_grad():
                 out = net(tvx)
-                pv = torch.sigmoid(out[:, :e])
+                pv = torch.sigmoid(out[:, :e] + tvb)
                 val = float(vertex_mm(pv, tvy).mean())
                 mae = float((pv - tvy).abs().mean())
                 gaze_deg = float((out[:, e:] - tvg).abs().mean()) * GAZE_SCALE
@@ -139,7 +143,7 @@ def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int
     lin = [m for m in net if isinstance(m, torch.nn.Linear)]
     layers = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in lin]
     meta = {"trained_on": "bench.expression_data train set (seed 1100)", "samples": int(len(x)), "held_out_samples": int(len(xv)),
-            "best_val_score": best, "best": next(h for h in history if h["val_vertex_mm"] + 0.1 * h["val_gaze_abs_deg"] == best), "hidden": hidden, "epochs": epochs, "l1": l1, "seed": seed, "history": history}
+            "best_val_score": best, "best": next(h for h in history if h["val_vertex_mm"] + 0.1 * h["val_gaze_abs_deg"] == best), "hidden": hidden, "epochs": epochs, "l1": l1, "seed": seed, "residual": residual, "history": history}
     return ExpressionPredictor(template, mean, std, layers, list(names), meta), meta
 
 
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--l1", type=float, default=0.3)
+    parser.add_argument("--no-residual", action="store_true", help="predict weights outright, not as a correction of MediaPipe's")
     args = parser.parse_args(argv)
     from backend.headmodel.ict_source import load_ict
 
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(clips) <= HELD_OUT:
         print(f"error: {args.data} holds {len(clips)} clips with features; render and extract them first (see --help)", file=sys.stderr)
         return 1
-    model, meta = train(clips, basis_mm, names, args.hidden, args.epochs, args.l1)
+    model, meta = train(clips, basis_mm, names, args.hidden, args.epochs, args.l1, residual=not args.no_residual)
     digest = model.save(args.out)
     print(json.dumps({k: v for k, v in meta.items() if k != "history"}, indent=1))
     print(f"{args.out}: {args.out.stat().st_size} bytes, sha256 {digest}")

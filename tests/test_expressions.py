@@ -118,3 +118,22 @@ def test_calibration_takes():
     gains = rom_gains(rom, levels)
     assert gains["jawOpen"] == pytest.approx(2.0, rel=0.05) and gains["eyeBlink_L"] == pytest.approx(1.0)
     assert "mouthPucker" not in gains
+
+
+def test_landmark_pass_on_two_processes_matches_one(reconstructor):
+    from backend.video.decode import DecodeReport, probe_video
+    from backend.video.landmark_pass import landmark_pass
+
+    info = probe_video(MEDIA / "video" / "d0.mp4")
+    runs = {}
+    for workers in (1, 2):
+        with TasksFaceLandmarker() as tasks:
+            report = DecodeReport()
+            runs[workers] = (landmark_pass(info, reconstructor.landmarker, tasks, report, workers, min_split=10), report)
+    (one, r1), (two, r2) = runs[1], runs[2]
+    assert r1.decoded == r2.decoded == len(one.times) == len(two.times) > 50
+    assert np.allclose(one.times, two.times)
+    assert all(p is not None for p in two.points) and all(s is not None and s.shape == (52,) for s in two.scores)
+    # The second half starts its own face tracking: the same face to a pixel, not bit for bit.
+    diff = [np.abs(a - b)[:, :2].max() for a, b in zip(one.points, two.points)]
+    assert np.median(diff) < 1.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,7 +149,7 @@ def decode_frames(info: VideoInfo, wanted: set[int]) -> dict[int, np.ndarray]:
     return {f.index: f.rgb for f in read_frames(info, DecodeReport(), wanted) if f.index in wanted}
 
 
-def read_frames(info: VideoInfo, report: DecodeReport, wanted: set[int] | None = None) -> Iterator[VideoFrame]:
+def read_frames(info: VideoInfo, report: DecodeReport, wanted: Container[int] | None = None) -> Iterator[VideoFrame]:
     """Upright frames in display order with times from their timestamps.
 
     ``wanted`` limits which frame indices are converted to RGB (the rest are decoded, which is

@@ -65,6 +65,15 @@ def align(points: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.einsum("npi,nij->npj", centred, r), np.transpose(r, (0, 2, 1))
 
 
+def score_logits(scores: np.ndarray, shape_keys: list[str]) -> np.ndarray:
+    """[N, E] logits of MediaPipe's own scores mapped onto the model's keys: the residual model's
+    starting point (its MLP learns the correction, so little data does not unlearn what MediaPipe knows)."""
+    from backend.landmarks.blendshapes import to_model_weights
+
+    m = np.clip(to_model_weights(scores, shape_keys), 0.02, 0.98)
+    return np.log(m / (1.0 - m))
+
+
 def features(points: np.ndarray, scores: np.ndarray, template: np.ndarray) -> np.ndarray:
     """[N, F] predictor inputs of frames with points [N, 478, 3] and scores [N, 52]."""
     aligned, rot = align(points, template)
@@ -97,7 +106,10 @@ class ExpressionPredictor:
             if i < len(self.layers) - 1:
                 np.maximum(x, 0.0, out=x)
         e = len(self.shape_keys)
-        weights = 1.0 / (1.0 + np.exp(-x[:, :e].astype(np.float64)))
+        logits = x[:, :e].astype(np.float64)
+        if self.meta.get("residual"):
+            logits = logits + score_logits(scores, self.shape_keys)
+        weights = 1.0 / (1.0 + np.exp(-logits))
         gaze = x[:, e:e + 4].astype(np.float64).reshape(-1, 2, 2) * GAZE_SCALE if x.shape[1] >= e + 4 else None
         return weights, gaze
 

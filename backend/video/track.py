@@ -8,6 +8,7 @@ filled in from their neighbours and listed, long runs of them reported as gaps.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,9 @@ from backend.video.decode import (
     VideoLimits,
     decode_frames,
     probe_video,
-    read_frames,
 )
 from backend.landmarks.blendshapes import TasksFaceLandmarker
-from backend.video.face_track import VideoFaceTracker
+from backend.video.landmark_pass import MIN_SPLIT_FRAMES, landmark_pass
 from backend.video.predictor import EXPRESSION_METHODS, load_predictor
 from backend.video.temporal import smooth_offline
 from backend.video.frame_select import frame_features, pick_frames
@@ -83,6 +83,7 @@ class VideoOptions:
     gaze: GazeRange = field(default_factory=GazeRange)
     gaze_filter: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.5, beta=0.05))  # degrees
     expressions: ExpressionOptions = field(default_factory=ExpressionOptions)
+    workers: int = 0                 # processes for the landmark pass; 0: up to 2, as the cores allow
     progress: bool = True
 
 
@@ -138,17 +139,20 @@ def track_video(rec, path: str | Path, options: VideoOptions,
     tasks = None if method == "solve" else TasksFaceLandmarker(options.expressions.face_landmarker)
     predictor = None if method == "solve" else load_predictor(options.expressions.predictor)
     report = DecodeReport()
-    times, landmarks, sharpness, scores = [], [], [], []
     expected = max(info.frame_estimate, 1)
-    with VideoFaceTracker(rec.landmarker, tasks=tasks) as tracker:
-        for frame in read_frames(info, report):
-            found = tracker.track(frame.rgb, f"{shown} (frame {frame.index}, {frame.time:.2f} s)", frame.time)
-            times.append(frame.time)
-            landmarks.append(None if found is None else found.points)
-            sharpness.append(0.0 if found is None else found.sharpness)
-            scores.append(None if found is None else found.scores)
-            if frame.index % 25 == 0:
-                report_progress("landmarks", min(frame.index / expected, 1.0))
+    workers = options.workers or min(2, os.cpu_count() or 1)
+    share = 0.48 if workers > 1 and expected >= MIN_SPLIT_FRAMES else 1.0  # of the frames this process does
+
+    def on_frame(index: int) -> None:
+        if index % 25 == 0:
+            report_progress("landmarks", min(index / (expected * share), 1.0))
+
+    try:
+        found = landmark_pass(info, rec.landmarker, tasks, report, workers, on_frame)
+    finally:
+        if tasks is not None:
+            tasks.close()
+    times, landmarks, sharpness, scores = found.times, found.points, found.sharpness, found.scores
     if report.decoded == 0:
         raise InputError(shown, f"no frame could be decoded ({report.error or 'unknown error'})",
                          "check that the clip plays; re-export it if it does not", code="corrupt")
@@ -186,8 +190,6 @@ def track_video(rec, path: str | Path, options: VideoOptions,
             # Light is fixed to the camera in a clip: one lighting for every frame's bake.
             lighting = np.median(np.stack(refined.lighting), axis=0)
 
-    if tasks is not None:
-        tasks.close()
     report_progress("tracking", 0.0)
     names = list(rec.asset.expression_names)
     free = np.array([not k.startswith("eyeLook") for k in names])
