@@ -27,7 +27,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from .gaussian_nodes import OFFSET_ATTR, Graph
+from .gaussian_nodes import OFFSET_ATTR, Graph, ensure_interface
 from .headrig_shared.gaussian_expressions import EXPRESSIONS_FILE, read_expressions
 
 GROUP_NAME = "HeadRig Gaussian Expressions"
@@ -66,14 +66,7 @@ def _set(mesh, name: str, kind: str, values: np.ndarray) -> None:
 def _build_group(tree, keys: list[str]) -> None:
     """Inputs: Geometry, one float per key; output: Geometry with ``expr_offset`` and ``color``."""
     tree.nodes.clear()
-    tree.interface.clear()
-    face = tree.interface
-    face.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
-    panel = face.new_panel("Shape keys", default_closed=True)
-    for key in keys:
-        sock = face.new_socket(key, in_out="INPUT", socket_type="NodeSocketFloat", parent=panel)
-        sock.description = f"Weight of {key}; driven by the head's shape key"
-    face.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    ensure_interface(tree, lambda t: _interface(t, keys))
     g = Graph(tree)
     group_in = g.node("NodeGroupInput").outputs
     offset = g.node("FunctionNodeInputVector", vector=(0.0, 0.0, 0.0)).outputs[0]
@@ -90,6 +83,16 @@ def _build_group(tree, keys: list[str]) -> None:
                       data_type="FLOAT_COLOR", domain="POINT").outputs[0]
     tree.links.new(geometry, g.node("NodeGroupOutput").inputs[0])
     g.layout()
+
+
+def _interface(tree, keys: list[str]) -> None:
+    face = tree.interface
+    face.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    panel = face.new_panel("Shape keys", default_closed=True)
+    for key in keys:
+        sock = face.new_socket(key, in_out="INPUT", socket_type="NodeSocketFloat", parent=panel)
+        sock.description = f"Weight of {key}; driven by the head's shape key"
+    face.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
 
 
 def _srgb_to_linear(g: Graph, srgb):
@@ -109,10 +112,16 @@ def _srgb_to_linear(g: Graph, srgb):
 
 
 def ensure_group(keys: list[str]):
-    """The shared group for this key list, rebuilt so an old or hand-edited copy cannot disagree."""
-    tree = bpy.data.node_groups.get(GROUP_NAME)
-    if tree is None or tree.bl_idname != "GeometryNodeTree":
-        tree = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
+    """The group for this key list (one per list: heads share it), its nodes rebuilt so an old or
+    hand-edited copy cannot disagree. A group of another key list is left alone, since changing its
+    inputs would reset the modifiers (and drivers) of the heads using it."""
+    def inputs(tree) -> list[str]:
+        return [i.name for i in tree.interface.items_tree if i.item_type == "SOCKET" and i.in_out == "INPUT"
+                and i.socket_type == "NodeSocketFloat"]
+
+    same = [t for t in bpy.data.node_groups if t.bl_idname == "GeometryNodeTree"
+            and (t.name == GROUP_NAME or t.name.startswith(GROUP_NAME + ".")) and inputs(t) == list(keys)]
+    tree = same[0] if same else bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
     _build_group(tree, keys)
     return tree
 
@@ -124,14 +133,13 @@ def attach(obj, head, expr, dc_srgb: np.ndarray) -> dict:
     mesh = obj.data
     shape_keys = head.data.shape_keys
     names = set(shape_keys.key_blocks.keys()) if shape_keys is not None else set()
-    keys = [k for k in expr.keys if k in names]
-    rows = [expr.keys.index(k) for k in keys]
+    keys = [k for k in expr.keys if k in names]  # a key the head lacks stays at weight 0
     _set(mesh, SRGB_ATTR, "FLOAT_VECTOR", dc_srgb)
-    for key, row in zip(keys, rows):
+    for row, key in enumerate(expr.keys):
         _set(mesh, offset_attr(key), "FLOAT_VECTOR", expr.offset[row])
         _set(mesh, colour_attr(key), "FLOAT_VECTOR", expr.colour[row])
     mesh.update()
-    tree = ensure_group(keys)
+    tree = ensure_group(list(expr.keys))
     mod = obj.modifiers.get(GROUP_NAME) or obj.modifiers.new(GROUP_NAME, "NODES")
     mod.node_group = tree
     at = list(obj.modifiers).index(mod)

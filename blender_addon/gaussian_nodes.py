@@ -84,6 +84,25 @@ class Graph:
             rows[col] = rows.get(col, 0) + 1
 
 
+def ensure_interface(tree, build) -> None:
+    """Run ``build(tree)`` on a cleared interface unless the group already has the sockets it makes
+    (names, directions, types, in order). Clearing an interface resets the inputs of every modifier
+    using the group: re-importing one head's Gaussians would unbind every other head's."""
+    def sockets(t) -> list:
+        found = [(i.in_out, i.name, i.socket_type) for i in t.interface.items_tree if i.item_type == "SOCKET"]
+        return sorted(found, key=lambda s: s[0])  # stable: inputs keep their order
+
+    scratch = bpy.data.node_groups.new(".headrig interface check", tree.bl_idname)
+    try:
+        build(scratch)
+        if sockets(scratch) == sockets(tree):
+            return
+    finally:
+        bpy.data.node_groups.remove(scratch)
+    tree.interface.clear()
+    build(tree)
+
+
 def _interface(tree) -> None:
     face = tree.interface
     face.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
@@ -147,10 +166,10 @@ def _shapes(g: Graph, footprint, ellipsoids, material):
 
 
 def build_group(tree, material) -> None:
-    """(Re)build the group's nodes from scratch: the same graph every time."""
+    """(Re)build the group's nodes from scratch: the same graph every time (the interface only
+    when it differs, ``ensure_interface``)."""
     tree.nodes.clear()
-    tree.interface.clear()
-    _interface(tree)
+    ensure_interface(tree, _interface)
     g = Graph(tree)
     group_in = g.node("NodeGroupInput").outputs
     head = g.node("GeometryNodeObjectInfo", {"Object": group_in["Head"]}, transform_space="RELATIVE")
