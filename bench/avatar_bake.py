@@ -17,7 +17,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 SINGLE_WEIGHTS = (0.3, 0.5, 0.7, 1.0)

@@ -76,7 +76,8 @@ def _build_group(tree, keys: list[str]) -> None:
         # Multiply Add: delta * w + running sum (the float weight broadcasts to a vector)
         offset = g.vmath("MULTIPLY_ADD", g.named(offset_attr(key), "FLOAT_VECTOR"), weight, offset)
         colour = g.vmath("MULTIPLY_ADD", g.named(colour_attr(key), "FLOAT_VECTOR"), weight, colour)
-    geometry = g.node("GeometryNodeStoreNamedAttribute", {"Geometry": group_in[0], "Name": OFFSET_ATTR, "Value": offset},
+    geometry = g.node("GeometryNodeStoreNamedAttribute",
+                      {"Geometry": group_in[0], "Name": OFFSET_ATTR, "Value": offset},
                       data_type="FLOAT_VECTOR", domain="POINT").outputs[0]
     geometry = g.node("GeometryNodeStoreNamedAttribute", {"Geometry": geometry, "Name": "color",
                                                           "Value": _srgb_to_linear(g, colour)},
@@ -127,9 +128,9 @@ def ensure_group(keys: list[str]):
 
 
 def attach(obj, head, expr, dc_srgb: np.ndarray) -> dict:
-    """Store the bake (``expr.n`` == the mesh's points, checked by the caller) on the Gaussian mesh of ``obj`` and add the driven modifier (first in the
-    stack, before "HeadRig Gaussians"). ``dc_srgb`` [N, 3]: neutral DC colour, unclipped.
-    Returns {"keys": driven, "missing": bake keys the head has no shape key for (left at 0)}."""
+    """Store the bake (``expr.n`` == the mesh's points, checked by the caller) on the Gaussian mesh
+    of ``obj`` and add the driven modifier (first in the stack, before "HeadRig Gaussians").
+    ``dc_srgb`` [N, 3]: the neutral DC colour, unclipped. Returns {"keys": driven, "missing": bake keys the head has no shape key for (left at 0)}."""
     mesh = obj.data
     shape_keys = head.data.shape_keys
     names = set(shape_keys.key_blocks.keys()) if shape_keys is not None else set()

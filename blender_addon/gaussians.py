@@ -335,8 +335,9 @@ class HEADRIG_OT_import_gaussians(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         stats = obj["headrig_gaussians_stats"]
-        detail = obj.get("headrig_expression_note") or (f"expression detail on {obj['headrig_expression_keys']} shape keys"
-                                                         if "headrig_expression_keys" in obj else "no expression bake")
+        keys = obj.get("headrig_expression_keys")
+        detail = obj.get("headrig_expression_note") or (f"expression detail on {keys} shape keys" if keys
+                                                         else "no expression bake")
         self.report({"INFO"}, f"{obj.name}: {len(obj.data.vertices):,} Gaussians on {head.name} "
                               f"({stats['searched']} re-bound by position, {stats['off']} off the surface; {detail})")
         return {"FINISHED"}

@@ -105,7 +105,8 @@ def _backend(asset, case, weights: dict):
     triangles = torch.as_tensor(asset.triangles, dtype=torch.long)
     expr = case["expr"]
     wt = torch.as_tensor(w, dtype=torch.float32)
-    baked = baked_gaussians(case["binding"], verts, triangles, torch.as_tensor(expr.offset), torch.as_tensor(expr.colour), wt)
+    baked = baked_gaussians(case["binding"], verts, triangles, torch.as_tensor(expr.offset),
+                            torch.as_tensor(expr.colour), wt)
     plain, _, _ = deform(case["binding"], verts, triangles)
     with torch.no_grad():
         full = case["avatar"].gaussians(verts, wt)
@@ -155,14 +156,16 @@ def test_smile_and_blink_move_the_gaussians_as_the_backend_bake(asset, scene, ca
     err_colour = np.abs(colour - want["baked"][1]).max()
     full_pos = 1000 * np.linalg.norm(pos - want["full"][0], axis=1)
     full_colour = 255 * np.abs(colour - want["full"][1]).max(axis=1)
+    detail_mm = 1000 * np.linalg.norm(want_moved, axis=1)
+    detail_levels = 255 * np.abs(colour - colour0).max(axis=1)
     print(f"\nBlender vs linearised: displacement {1e6 * err_move:.3f} um, position {1e6 * err_pos:.2f} um, "
-          f"colour {err_colour:.2e}; expression detail moves Gaussians {1000 * np.linalg.norm(want_moved, axis=1).mean():.4f} "
-          f"mm (max {1000 * np.abs(want_moved).max():.4f}), colour {255 * np.abs(colour - colour0).max(axis=1).mean():.2f} "
-          f"levels; vs the full MLP: {full_pos.mean():.4f} mm (max {full_pos.max():.4f}), colour {full_colour.mean():.2f} "
-          f"levels (max {full_colour.max():.2f}, linear 8-bit)")
+          f"colour {err_colour:.2e}; the detail moves Gaussians {detail_mm.mean():.4f} mm (max {detail_mm.max():.4f}), "
+          f"colour {detail_levels.mean():.2f} levels; vs the full MLP: {full_pos.mean():.4f} mm "
+          f"(max {full_pos.max():.4f}), colour {full_colour.mean():.2f} levels (max {full_colour.max():.2f}, linear 8-bit)")
     # the bake moves Gaussians, in the direction the backend's linear model does
     assert np.linalg.norm(moved, axis=1).max() > 1e-5
-    cos = (moved * want_moved).sum(1) / np.maximum(np.linalg.norm(moved, axis=1) * np.linalg.norm(want_moved, axis=1), 1e-20)
+    norms = np.linalg.norm(moved, axis=1) * np.linalg.norm(want_moved, axis=1)
+    cos = (moved * want_moved).sum(1) / np.maximum(norms, 1e-20)
     assert np.median(cos) > 0.999
     assert err_move < 1e-3 * np.abs(want_moved).max() + 1e-8, err_move  # float precision
     assert err_pos < 1e-4 and err_colour < 1e-5, (err_pos, err_colour)

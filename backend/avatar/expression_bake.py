@@ -42,7 +42,8 @@ def neutral_outputs(avatar: GaussianAvatar) -> tuple[torch.Tensor, torch.Tensor]
     if avatar.mlp is None:
         zero = torch.zeros(n, 3, device=avatar.device)
         return zero, zero.clone()
-    out = _mlp_outputs(avatar.mlp, avatar.canonical, torch.zeros(1, avatar.asset.n_expressions, device=avatar.device))[0]
+    zero = torch.zeros(1, avatar.asset.n_expressions, device=avatar.device)
+    out = _mlp_outputs(avatar.mlp, avatar.canonical, zero)[0]
     return out[:, :3], out[:, 3:]
 
 
@@ -116,7 +117,8 @@ def linearisation_error(avatar: GaussianAvatar, offsets: torch.Tensor, colours: 
     mlp, canonical = avatar.mlp, avatar.canonical
     base = _mlp_outputs(mlp, canonical, torch.zeros(1, weights.shape[1], device=weights.device))
     true = _mlp_outputs(mlp, canonical, weights) - base  # [B, N, 6]
-    linear = torch.cat([torch.einsum("bk,knc->bnc", weights, offsets), torch.einsum("bk,knc->bnc", weights, colours)], 2)
+    linear = torch.cat([torch.einsum("bk,knc->bnc", weights, offsets),
+                        torch.einsum("bk,knc->bnc", weights, colours)], 2)
     scale_mm = 1000 * tri_size[None, :, None]
     err_o = ((linear - true)[..., :3] * scale_mm).norm(dim=-1)
     err_c = (linear - true)[..., 3:].norm(dim=-1) * 255
