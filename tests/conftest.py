@@ -117,7 +117,10 @@ def expressive_avatar(asset):
     def make(identity, n: int = 600, seed: int = 3):
         verts = asset.vertices(np.asarray(identity, np.float64))
         texture = np.full((64, 128, 3), (190, 140, 120), np.uint8)
-        avatar = initial_avatar(asset, verts, texture, AvatarConfig(n_gaussians=n, sh_degree=0, mlp_hidden=16, seed=seed))
+        with torch.random.fork_rng():  # the MLP's default initialisation draws from torch's global generator
+            torch.manual_seed(seed)
+            avatar = initial_avatar(asset, verts, texture,
+                                    AvatarConfig(n_gaussians=n, sh_degree=0, mlp_hidden=16, seed=seed))
         gen = torch.Generator().manual_seed(seed)
         last = avatar.mlp.net[-1]
         with torch.no_grad():

@@ -199,3 +199,24 @@ def test_drivers_follow_an_animated_shape_key(asset, scene, case):
         key.value = 0.0
         sc.frame_set(1)
 
+
+
+def test_a_bake_for_another_ply_is_ignored_and_a_damaged_one_refused(scene, case, tmp_path):
+    """The bake is found beside the PLY and used only for the PLY its sha256 names."""
+    import shutil
+
+    gaussians = _module("gaussians")
+    head, folder = scene["heads"]["plain"], case["root"] / "bake"
+    shutil.copy(folder / "gaussians.ply", tmp_path / "gaussians.ply")
+    data = (folder / "gaussians_expr.bin").read_bytes()
+    other = data.replace(case["expr"].ply_sha256.encode(), b"0" * 64)
+    (tmp_path / "gaussians_expr.bin").write_bytes(other)
+    try:
+        obj = gaussians.import_gaussians(bpy.context, head, tmp_path / "gaussians.ply")
+        assert [m.name for m in obj.modifiers] == ["HeadRig Gaussians"]
+        assert "belongs to another gaussians.ply" in obj["headrig_expression_note"]
+        (tmp_path / "gaussians_expr.bin").write_bytes(data[:-64])
+        with pytest.raises(gaussians.GaussianImportFailed, match="past the end"):
+            gaussians.import_gaussians(bpy.context, head, tmp_path / "gaussians.ply")
+    finally:
+        scene["gaussians"]["plain"] = gaussians.import_gaussians(bpy.context, head, case["root"] / "plain" / "gaussians.ply")
