@@ -19,6 +19,9 @@ Axes: the PLY's means are in the axes its header names (``shared/splat_axes``: O
 tools expect; glTF in older files), turned to glTF first; glTF (x, y, z) is Blender (x, -z, y). Both
 are proper rotations, so triangle-local data (offset, local rotation, log scale) needs no
 conversion; only the rest means do.
+
+Expression detail: a ``gaussians_expr.bin`` beside the PLY, made for it (its sha256), adds the
+avatar's baked MLP per shape key (``gaussian_expressions``: attributes and a driven modifier).
 """
 
 from __future__ import annotations
