@@ -11,9 +11,10 @@ change at full weight (``headrig_shared/gaussian_expressions``). Here:
   input per key and stores ``expr_offset`` = sum_k w_k xo_k (which "HeadRig Gaussians" adds to
   ``offset`` before the triangle frame turns it: the deltas move and turn with their triangle) and
   ``color`` = linear(clip(color_srgb + sum_k w_k xc_k)), what the material shows;
-* each input is driven by the head's shape key of that name (a SUM driver with one single-property
-  variable: no Python expression, so it works with auto-run scripts off), so moving a slider,
-  playing an Action or scrubbing updates the Gaussians with the mesh.
+* each input is driven by the head's shape key of that name (``w * (1 - m)``: its value, 0 while
+  muted; a simple expression, which Blender evaluates without Python, so it works with auto-run
+  scripts off), so moving a slider, playing an Action or scrubbing updates the Gaussians with the
+  mesh.
 
 A bundle without the file (or a file made for another PLY: its ``ply_sha256`` differs) imports as
 before: the Gaussians follow the mesh, with no expression detail.
@@ -154,13 +155,16 @@ def attach(obj, head, expr, dc_srgb: np.ndarray) -> dict:
 
 
 def _drive(obj, mod, identifier: str, shape_keys, key: str) -> None:
-    """modifier input <- the head's shape-key value (SUM of one single-property variable)."""
+    """modifier input <- the head's shape-key value, 0 while the key is muted (the mesh ignores it
+    then). ``w * (1 - m)`` is a simple expression: Blender evaluates it without Python."""
     curve = obj.driver_add(f'modifiers["{mod.name}"]["{identifier}"]')
     driver = curve.driver
-    driver.type = "SUM"
-    var = driver.variables.new()
-    var.name, var.type = "w", "SINGLE_PROP"
-    target = var.targets[0]
-    target.id_type = "KEY"
-    target.id = shape_keys
-    target.data_path = f'key_blocks["{key}"].value'
+    driver.type = "SCRIPTED"
+    for name, prop in (("w", "value"), ("m", "mute")):
+        var = driver.variables.new()
+        var.name, var.type = name, "SINGLE_PROP"
+        target = var.targets[0]
+        target.id_type = "KEY"
+        target.id = shape_keys
+        target.data_path = f'key_blocks["{key}"].{prop}'
+    driver.expression = "w * (1 - m)"
