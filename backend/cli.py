@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"headrig {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from backend import video_commands
+
     rec = sub.add_parser("reconstruct", help="fit the head model to photos or a video of one person and write a head bundle")
     rec.add_argument("photos", nargs="+", metavar="INPUT",
                      help="one or more photos of the same person (JPEG, PNG, ...), or one video (MP4, MOV, MKV, WebM)")
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--threads", default=None,
                      help="CPU threads for the avatar (default auto: the cores other programs leave free; "
                           "or $HEADRIG_THREADS)")
+    video_commands.add_expression_options(rec)
     rec.set_defaults(func=cmd_reconstruct)
 
     info = sub.add_parser("info", help="summarise a head bundle")
@@ -94,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     # The service's commands live beside the service (serve, keys) and its client (client ...).
-    from backend import video_commands
     from backend.service import client_commands, server_commands
 
     video_commands.register(sub)

@@ -49,6 +49,25 @@ class StageBar:
         self.bar.close()
 
 
+def expression_options(args: argparse.Namespace):
+    """ExpressionOptions from ``--expressions`` and ``--face-landmarker``."""
+    from backend.video.track import ExpressionOptions
+
+    return ExpressionOptions(method=getattr(args, "expressions", None) or "fused",
+                             face_landmarker=getattr(args, "face_landmarker", None))
+
+
+def add_expression_options(parser: argparse.ArgumentParser) -> None:
+    from backend.video.predictor import EXPRESSION_METHODS
+
+    parser.add_argument("--expressions", choices=EXPRESSION_METHODS, default="fused",
+                        help="how a video's shape-key weights are made: fused (default: the learned predictor starts and "
+                             "guides the landmark solve, then a two-way smoother), predictor (the predictor alone, the "
+                             "real-time path), solve (landmarks alone)")
+    parser.add_argument("--face-landmarker", default=None, metavar="PATH",
+                        help="your own MediaPipe face_landmarker.task (default: the one `make install` fetched)")
+
+
 def reconstruct_video(args: argparse.Namespace, video: Path, out: Path) -> int:
     from backend.reconstruct import Reconstructor
     from backend.video.pipeline import VideoPipeline
@@ -56,6 +75,7 @@ def reconstruct_video(args: argparse.Namespace, video: Path, out: Path) -> int:
     with Reconstructor(reconstruct_options(args)) as rec:
         pipeline = VideoPipeline(rec)
         pipeline.options.limits.max_seconds = args.max_seconds
+        pipeline.options.expressions = expression_options(args)
         bar = StageBar("Reconstructing from video", not args.quiet, _AVATAR_STAGES if args.avatar else None)
         try:
             result = pipeline.reconstruct(video, out, force=args.force, on_progress=bar, avatar=args.avatar,
@@ -123,8 +143,11 @@ def cmd_retarget(args: argparse.Namespace) -> int:
     with Reconstructor(ReconstructOptions(progress=not args.quiet)) as rec:
         pipeline = VideoPipeline(rec)
         pipeline.options.limits.max_seconds = args.max_seconds
+        pipeline.options.expressions = expression_options(args)
         bar = StageBar("Tracking the driving video", not args.quiet)
         try:
+            if args.neutral_take or args.rom_take:
+                config = pipeline.calibrate(config, args.neutral_take, args.rom_take, on_progress=bar)
             result = pipeline.retarget(Path(args.video), out, config, head_dir=Path(args.head), force=args.force,
                                        on_progress=bar)
         finally:
@@ -210,5 +233,12 @@ def register(sub) -> None:
     add_calibration_options(ret)
     ret.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer clips (default 600)")
     ret.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    add_expression_options(ret)
+    ret.add_argument("--neutral-take", default=None, metavar="VIDEO",
+                     help="a short clip of the actor's relaxed face: its median weights are the rest levels")
+    ret.add_argument("--rom-take", default=None, metavar="VIDEO",
+                     help="a range-of-motion clip (every expression as far as the actor can): scales each key "
+                          "so the actor's full reach gives 1")
+
     ret.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ret.set_defaults(func=cmd_retarget)

@@ -10,6 +10,10 @@
   the same rotation, but LINEAR interpolation between them swings the head through 360 degrees).
   The location is absolute (metres from the root's parent); to place the head elsewhere, parent
   the root to another empty.
+* ``<action_name> (eyes)`` on the head's eye rig (``eyes.py``, made here for a head imported
+  before rigs existed): ``pose.bones["eye_L"/"eye_R"].rotation_quaternion`` from the clip's gaze
+  (``eyes.left`` / ``eyes.right``), on the same frames as the shape keys. Gaze is part of the face
+  performance, so it is keyed whether or not the head's motion is transferred.
 
 Earlier animation is never lost: the Action a datablock had keeps a fake user (it stays in the
 file and in the Action menu), and an Action already called ``action_name`` is renamed
@@ -27,11 +31,12 @@ import math
 
 import bpy
 
+from . import eyes
 from .headrig_shared.animation import read_animation
 from .headrig_shared.bundle_fields import BundleError
 from .heads import root_of
 
-HEAD_SUFFIX = " (head)"
+HEAD_SUFFIX, EYES_SUFFIX = " (head)", " (eyes)"
 PREVIOUS_SUFFIX = " (previous)"
 PROP_SOURCE, PROP_FPS, PROP_FRAMES = "headrig_animation_source", "headrig_animation_fps", "headrig_animation_frames"
 PROP_MISSING, PROP_ACTION = "headrig_animation_missing_frames", "headrig_animation_action"
@@ -149,6 +154,7 @@ def apply_animation(context, head_obj, clip, action_name: str, transfer_head: bo
     matched = [k for k in clip.shape_keys if k in names]
     missing = [k for k in clip.shape_keys if k not in names]
     summary = {"shape_action": "", "head_action": "", "previous_shape_action": "", "previous_head_action": "",
+               "eyes_action": "", "previous_eyes_action": "",
                "frames": clip.frame_count, "frame_start": frames[0], "frame_end": frames[-1], "fps": clip.fps,
                "keys_matched": matched, "keys_missing": missing, "missing_frames": len(clip.missing)}
 
@@ -172,6 +178,17 @@ def apply_animation(context, head_obj, clip, action_name: str, transfer_head: bo
         summary["previous_head_action"] = assign_action(root, action, slot)
         summary["head_action"] = action.name
 
+    rig = eyes.ensure_rig(context, head_obj)
+    if rig is not None:
+        action, slot, fcurves = new_action(action_name + EYES_SUFFIX, "OBJECT", rig.name)
+        for bone, gaze in ((eyes.LEFT.bone, clip.eye_left), (eyes.RIGHT.bone, clip.eye_right)):
+            quats = eyes.gaze_quaternions(rig, bone, gaze)
+            path = f'pose.bones["{bpy.utils.escape_identifier(bone)}"].rotation_quaternion'
+            for i in range(4):
+                add_curve(fcurves, path, i, frames, [q[i] for q in quats])
+        summary["previous_eyes_action"] = assign_action(rig, action, slot)
+        summary["eyes_action"] = action.name
+
     head_obj[PROP_SOURCE] = source or str(clip.source.get("file", ""))
     head_obj[PROP_FPS] = float(clip.fps)
     head_obj[PROP_FRAMES] = clip.frame_count
@@ -180,13 +197,16 @@ def apply_animation(context, head_obj, clip, action_name: str, transfer_head: bo
     return summary
 
 
-def current_actions(head_obj) -> tuple[str, str]:
-    """(shape-key Action name, root Action name), "" where none: for the panel."""
+def current_actions(head_obj) -> tuple[str, str, str]:
+    """(shape-key, root, eye-rig Action names), "" where none: for the panel."""
     key = head_obj.data.shape_keys if head_obj.type == "MESH" else None
-    shapes = key.animation_data.action if key is not None and key.animation_data else None
-    root = root_of(head_obj)
-    motion = root.animation_data.action if root.animation_data else None
-    return (shapes.name if shapes else "", motion.name if motion else "")
+    rig = eyes.rig_of(head_obj)
+
+    def playing(id_data) -> str:
+        action = id_data.animation_data.action if id_data is not None and id_data.animation_data else None
+        return action.name if action is not None else ""
+
+    return playing(key), playing(root_of(head_obj)), playing(rig)
 
 
 def apply_result(context, folder, target: str, action_name: str, transfer_head: bool = True):

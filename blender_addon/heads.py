@@ -1,8 +1,8 @@
 """What makes an object part of a HeadRig head, and how to find the head from any of its parts.
 
 An imported head (``importer.import_bundle``) is a collection "HeadRig <name>" holding an EMPTY
-``<name>_root``, the mesh ``<name>_head`` (shape keys) parented to it, and, with an avatar, the
-points ``<name>_gaussians``. The collection, the root and the mesh carry the custom properties
+``<name>_root``, the mesh ``<name>_head`` (shape keys) parented to it, the eye rig ``<name>_eyes``
+(an armature, see ``eyes.py``) beside it, and, with an avatar, the points ``<name>_gaussians``. The collection, the root and the mesh carry the custom properties
 below; ``PROP_BUNDLE`` is the one every part has, so it is what marks a HeadRig head.
 
 The home of these names and look-ups: every other module imports them from here, and this module
@@ -14,10 +14,10 @@ from __future__ import annotations
 PROP_JOB = "headrig_job_id"
 PROP_MODEL = "headrig_model"
 PROP_RMSE = "headrig_landmark_rmse_px"
-PROP_BUNDLE = "headrig_bundle"  # the bundle folder; marks every part of a head (collection, root, mesh, Gaussians)
+PROP_BUNDLE = "headrig_bundle"  # the bundle folder; marks every part of a head (collection, root, mesh, rig, Gaussians)
 PROP_GAUSSIANS = "headrig_gaussians"  # on the Gaussians object: its gaussians.ply
 PROP_TURNTABLE = "headrig_turntable_of"  # on a turntable scene: the name of the head collection it shows
-MESH_SUFFIX, ROOT_SUFFIX, GAUSSIANS_SUFFIX = "_head", "_root", "_gaussians"
+MESH_SUFFIX, ROOT_SUFFIX, GAUSSIANS_SUFFIX, RIG_SUFFIX = "_head", "_root", "_gaussians", "_eyes"
 COLLECTION_PREFIX = "HeadRig "
 
 

@@ -11,7 +11,9 @@
   ``head.json``: ``["Basis"] + manifest.shape_keys`` in order) and the glTF materials, skin texture
   included;
 * custom properties on the object (and the collection): ``headrig_job_id``, ``headrig_model``,
-  ``headrig_landmark_rmse_px``, ``headrig_bundle`` (the folder).
+  ``headrig_landmark_rmse_px``, ``headrig_bundle`` (the folder);
+* the eye rig ``<name>_eyes`` (``eyes.ensure_rig``): bones ``eye_L`` / ``eye_R`` that turn the
+  eyeballs, at rest looking straight ahead, whether or not the bundle has an animation.
 
 A bundle built from a video also lists ``animation.json`` (role "animation"). Its ``head.glb``
 carries the same motion as a glTF animation, which Blender 4.5's importer turns into one Action per
@@ -35,6 +37,7 @@ from pathlib import Path
 import bpy
 
 from .animation import AnimationFailed, apply_animation
+from .eyes import ensure_rig
 from .gaussians import GaussianImportFailed, import_bundle_gaussians
 from .headrig_shared.animation import read_animation
 from .headrig_shared.bundle import BundleError, read_bundle
@@ -138,10 +141,12 @@ def remove_head(coll) -> None:
     """Delete a head collection, its turntable scene, its objects and the data blocks only they used
     (Actions too)."""
     remove_turntable(coll)
-    meshes, materials, images, actions = set(), set(), set(), set()
+    meshes, materials, images, actions, armatures = set(), set(), set(), set(), set()
     for obj in list(coll.all_objects):
         for data in _animated(obj):
             actions |= _actions_of(data)
+        if obj.type == "ARMATURE" and obj.data is not None:
+            armatures.add(obj.data)
         if obj.type == "MESH" and obj.data is not None:
             meshes.add(obj.data)
             for mat in obj.data.materials:
@@ -156,7 +161,7 @@ def remove_head(coll) -> None:
         remove_head(child)
     bpy.data.collections.remove(coll)
     for block, store in [(m, bpy.data.meshes) for m in meshes] + [(m, bpy.data.materials) for m in materials] + \
-                        [(i, bpy.data.images) for i in images]:
+                        [(i, bpy.data.images) for i in images] + [(a, bpy.data.armatures) for a in armatures]:
         try:
             if block.users == 0:
                 store.remove(block)
@@ -233,6 +238,7 @@ def import_bundle(context, bundle_dir, replace: bool = True):
     for target in (head, coll, root):
         for key, value in values.items():
             target[key] = value
+    ensure_rig(context, head)
     if clip is not None:
         try:
             apply_animation(context, head, clip, name, source=str(clip.source.get("file", "")))

@@ -180,10 +180,12 @@ def draw_performance(layout, context):
     if head is None:
         box.label(text=_NO_HEAD, icon="INFO")
     else:
-        shapes, motion = animation.current_actions(head)
+        shapes, motion, gaze = animation.current_actions(head)
         box.label(text=f"{head.name}: {shapes or 'no shape-key Action'}", icon="SHAPEKEY_DATA")
         if motion:
             box.label(text=f"Head motion: {motion}", icon="OBJECT_ORIGIN")
+        if gaze:
+            box.label(text=f"Eyes: {gaze}", icon="HIDE_OFF")
     row = box.row(align=True)
     row.operator("headrig.retarget_video", icon="FILE_MOVIE")
     row.operator("headrig.import_livelink", icon="IMPORT")

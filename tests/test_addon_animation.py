@@ -228,7 +228,7 @@ def test_video_bundle_import_replaces_the_gltf_animation(addon, bundle_dir, tmp_
     scene = bpy.context.scene
     for _ in range(2):  # the second import replaces the first: still one of everything
         head = _module("importer").import_bundle(bpy.context, video, replace=True)
-        assert sorted(a.name for a in bpy.data.actions) == ["d8", "d8 (head)"]
+        assert sorted(a.name for a in bpy.data.actions) == ["d8", "d8 (eyes)", "d8 (head)"]
     root, keys = head.parent, head.data.shape_keys
     assert keys.animation_data.action.name == "d8" and root.animation_data.action.name == "d8 (head)"
     assert not keys.animation_data.nla_tracks and head.animation_data is None and not root.animation_data.nla_tracks
@@ -380,5 +380,6 @@ def test_panel_draws_the_performance_box(addon, bundle_dir):
     panel.draw(SimpleNamespace(layout=layout), bpy.context)
     texts = [c.kwargs.get("text", "") for c in layout.mock_calls if c[0].endswith("label")]
     assert "Performance" in texts and "d8_head: d8 perf" in texts and "Head motion: d8 perf (head)" in texts
+    assert "Eyes: d8 perf (eyes)" in texts
     operators = [c.args[0] for c in layout.mock_calls if c[0].endswith("operator")]
     assert {"headrig.retarget_video", "headrig.import_livelink", "headrig.build_head"} <= set(operators)

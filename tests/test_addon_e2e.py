@@ -150,7 +150,7 @@ def test_build_head_from_photo(addon, built):
     assert len(heads) == 1 and heads[0].name == "HeadRig d8"
     obj = bpy.data.objects[entry.object_name]
     assert obj.name == "d8_head" and obj.type == "MESH" and obj.parent.name == "d8_root"
-    assert obj.parent.type == "EMPTY" and {o.name for o in heads[0].objects} == {"d8_head", "d8_root"}
+    assert obj.parent.type == "EMPTY" and {o.name for o in heads[0].objects} == {"d8_head", "d8_root", "d8_eyes"}
     bundle = bpy.path.abspath(entry.bundle_path)
     manifest = addon.bundle_format().read_bundle(bundle)
     keys = [kb.name for kb in obj.data.shape_keys.key_blocks]

@@ -114,7 +114,7 @@ def test_build_head_from_video(addon, video_head):
     assert built.actions == ("d3", "d3 (head)")
     assert len(built.keyed) == clip.frame_count
     assert min(built.keyed) == built.frame_start and max(built.keyed) == pytest.approx(last, abs=0.5)
-    assert built.all_actions == ["d3", "d3 (head)"]  # nothing left of the glTF import
+    assert built.all_actions == ["d3", "d3 (eyes)", "d3 (head)"]  # nothing left of the glTF import
     assert built.mesh_action is None
 
 

@@ -49,6 +49,10 @@ class SolveSpec:
     expression_l1: float | None = None  # overrides FitConfig.expression_l1
     focal_prior: float | None = None    # overrides FitConfig.focal_prior
     point_weights: np.ndarray | None = None  # [478] overrides the fitter's per-landmark weights
+    # [N, E] weights the solve is pulled towards (the learned predictor's), with this weight on the
+    # mean squared difference per frame; 0 leaves the landmarks alone to decide.
+    expression_prior: np.ndarray | None = None
+    prior_weight: float = 0.0
 
 
 @dataclass
@@ -148,6 +152,8 @@ def solve_landmarks(fitter, observations, spec: SolveSpec) -> Solved:
     expression_l1 = cfg.expression_l1 if spec.expression_l1 is None else spec.expression_l1
     focal_prior = cfg.focal_prior if spec.focal_prior is None else spec.focal_prior
     history: list[float] = []
+    prior = None if spec.expression_prior is None or not spec.prior_weight else \
+        torch.tensor(spec.expression_prior, dtype=torch.float32)
     pose_params = [delta_rot, offset, log_depth] + ([log_focal] if spec.optimise_focal else [])
     all_params = pose_params + ([identity] if spec.optimise_identity else []) + [expression]
     for steps, params in ((spec.rigid_steps, pose_params), (spec.steps, all_params)):
@@ -166,6 +172,8 @@ def solve_landmarks(fitter, observations, spec: SolveSpec) -> Solved:
             )
             if temporal is not None:
                 loss = loss + temporal.penalty(expression, rot_now, offset, log_depth)
+            if prior is not None:
+                loss = loss + spec.prior_weight * (expression - prior).square().sum() / n
             loss.backward()
             opt.step()
             with torch.no_grad():

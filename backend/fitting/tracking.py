@@ -48,12 +48,17 @@ class TrackConfig:
     expression_l1: float = 4e-3
     eye_weight: float = 3.0
     lip_weight: float = 2.0
+    # Pull towards the learned predictor's weights (when given): mean squared weight difference.
+    prior_weight: float = 0.05
+    # L1 on the weights when a prior is given: the prior already settles equivalent mixes.
+    prior_expression_l1: float = 1e-3
 
 
 def track_frames(fitter: LandmarkFitter, observations: list[Observation], frame_indices: list[int],
                  identity: np.ndarray, focal: float, config: TrackConfig | None = None,
                  on_batch: Callable[[int, int], None] | None = None,
-                 expression_free: np.ndarray | None = None) -> list[PhotoFit]:
+                 expression_free: np.ndarray | None = None,
+                 expression_prior: np.ndarray | None = None) -> list[PhotoFit]:
     """One PhotoFit per observation, in order.
 
     Args:
@@ -61,7 +66,9 @@ def track_frames(fitter: LandmarkFitter, observations: list[Observation], frame_
         frame_indices: [N] their frame numbers (gaps in the numbering weaken the temporal terms).
         identity: [I] the clip's identity; focal: its focal length in pixels.
         on_batch: called with (frames done, total) after each batch.
-        expression_free: [E] bool, weights the landmarks may move (the rest stay 0).
+        expression_free: [E] bool, weights the landmarks may move (the rest stay at their start).
+        expression_prior: [N, E] the learned predictor's weights: every frame starts from them and is
+            pulled towards them (``TrackConfig.prior_weight``).
     """
     cfg = config or TrackConfig()
     weights = fitter.weights.numpy().copy()
@@ -82,10 +89,14 @@ def track_frames(fitter: LandmarkFitter, observations: list[Observation], frame_
             focal=focal, identity=identity, optimise_identity=False, optimise_focal=False,
             rigid_steps=cfg.first_rigid_steps if first else cfg.rigid_steps,
             steps=cfg.first_steps if first else cfg.steps, lr=cfg.lr, expression_lr=cfg.expression_lr,
-            expression=None if first else np.repeat(anchor[0][None], len(batch), axis=0),
+            expression=expression_prior[start:stop] if expression_prior is not None else
+            None if first else np.repeat(anchor[0][None], len(batch), axis=0),
             smooth_expression=cfg.smooth_expression, smooth_pose=cfg.smooth_pose,
             anchor=anchor, spacing=spacing, expression_free=expression_free,
-            expression_l1=cfg.expression_l1, point_weights=weights,
+            expression_l1=cfg.expression_l1 if expression_prior is None else cfg.prior_expression_l1,
+            point_weights=weights,
+            expression_prior=None if expression_prior is None else expression_prior[start:stop],
+            prior_weight=cfg.prior_weight,
         )
         solved = fitter.solve(batch, spec)
         fits.extend(fitter.photo_fits(batch, solved))

@@ -62,6 +62,9 @@ class RetargetConfig:
     """
 
     neutral_frame: int | None = None
+    # The actor's rest levels per key from a separate neutral take (``neutral_levels``); when set
+    # they replace the neutral frame's weights in the subtraction.
+    neutral_weights: dict[str, float] = field(default_factory=dict)
     gain: dict[str, float] = field(default_factory=dict)
     offset: dict[str, float] = field(default_factory=dict)
     clamp: tuple[float, float] = (0.0, 1.0)
@@ -77,7 +80,7 @@ class RetargetConfig:
         if self.neutral_frame is not None and (isinstance(self.neutral_frame, bool)
                                                or not isinstance(self.neutral_frame, int) or self.neutral_frame < 0):
             raise ValueError(f"neutral_frame must be a frame index >= 0 or null, got {self.neutral_frame!r}")
-        for name in ("gain", "offset"):
+        for name in ("gain", "offset", "neutral_weights"):
             table = getattr(self, name)
             if not isinstance(table, dict):
                 raise ValueError(f"{name} must be an object of shape key: number, got {table!r}")
@@ -99,13 +102,13 @@ class RetargetConfig:
     def check_keys(self, shape_keys: Iterable[str]) -> None:
         """ValueError naming the first gain/offset key not in ``shape_keys`` and listing valid ones."""
         valid = set(shape_keys)
-        for name in ("gain", "offset"):
+        for name in ("gain", "offset", "neutral_weights"):
             for key in getattr(self, name):
                 if key not in valid:
                     raise ValueError(f"{name}.{key}: unknown shape key {key!r}; valid keys: {', '.join(sorted(valid))}")
 
     def to_dict(self) -> dict:
-        return {"neutral_frame": self.neutral_frame, "gain": dict(self.gain), "offset": dict(self.offset),
+        return {"neutral_frame": self.neutral_frame, "neutral_weights": dict(self.neutral_weights), "gain": dict(self.gain), "offset": dict(self.offset),
                 "clamp": list(self.clamp), "one_euro": self.one_euro.to_dict(), "smoothing": self.smoothing,
                 "head_rotation": self.head_rotation, "head_translation": self.head_translation,
                 "subtract_neutral": self.subtract_neutral}
@@ -155,6 +158,33 @@ def choose_neutral_frame(clip: AnimationClip) -> int:
     return int(np.argmin(sums))
 
 
+def neutral_levels(take: AnimationClip, quantile: float = 0.5) -> dict[str, float]:
+    """The actor's rest level of every key from a neutral take: its median over the found frames
+    (a blink or a twitch in the take does not move a median)."""
+    found = np.setdiff1d(np.arange(take.frame_count), list(take.missing))
+    if not len(found):
+        raise ValueError("the neutral take has no frame with a face")
+    return {k: float(np.quantile(np.asarray(v, np.float64)[found], quantile)) for k, v in take.weights.items()}
+
+
+def rom_gains(take: AnimationClip, neutral: dict[str, float] | None = None, quantile: float = 0.98,
+              reach: float = 0.15, max_gain: float = 3.0) -> dict[str, float]:
+    """Per-key gains from a range-of-motion take (each key pulled as far as the actor can): the
+    gain that maps the key's reach in the take (this quantile, after the neutral subtraction) to 1.
+
+    Keys the take barely moves (reach below ``reach``) keep gain 1: the actor did not perform them,
+    and a large gain would only amplify noise; gains never shrink a key (>= 1) nor exceed ``max_gain``."""
+    found = np.setdiff1d(np.arange(take.frame_count), list(take.missing))
+    gains = {}
+    for k, v in take.weights.items():
+        w = np.asarray(v, np.float64)[found]
+        rest = (neutral or {}).get(k, float(np.quantile(w, 0.05)))
+        top = (np.quantile(w, quantile) - rest) / max(1.0 - rest, 1e-6)
+        if top >= reach:
+            gains[k] = float(np.clip(1.0 / top, 1.0, max_gain))
+    return gains
+
+
 def _retarget_weights(driver: AnimationClip, keys: list[str], neutral: int, config: RetargetConfig,
                       times: np.ndarray, notes: list[str]) -> dict[str, np.ndarray]:
     """[N] weights for each of ``keys`` the driver has (see the module docstring)."""
@@ -162,6 +192,9 @@ def _retarget_weights(driver: AnimationClip, keys: list[str], neutral: int, conf
         return {}
     w = np.array([driver.weights[k] for k in keys], dtype=np.float64).T  # [N, K]
     rest = w[neutral].copy()
+    for j, k in enumerate(keys):
+        if k in config.neutral_weights:
+            rest[j] = config.neutral_weights[k]
     if config.subtract_neutral:
         saturated = [k for k, v in zip(keys, rest) if v > 0.9]
         if saturated:

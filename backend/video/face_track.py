@@ -19,25 +19,34 @@ import numpy as np
 
 from backend.errors import InputError
 from backend.landmarks import FaceLandmarker
+from backend.landmarks.blendshapes import TasksFaceLandmarker
 from backend.landmarks.mediapipe_face import N_POINTS, _crop_with_padding
 
 
 @dataclass
 class FrameLandmarks:
     """points: [478, 3] full-frame pixels (z: MediaPipe relative depth, pixels); sharpness: variance
-    of the Laplacian of the face crop (grey, 128 px), for picking identity frames."""
+    of the Laplacian of the face crop (grey, 128 px), for picking identity frames; scores: [52]
+    MediaPipe blendshape scores when the tracker runs the Tasks graph, else None."""
 
     points: np.ndarray
     sharpness: float
     reacquired: bool
+    scores: np.ndarray | None = None
 
 
 class VideoFaceTracker:
     """Landmarks frame after frame. Build once per clip (it keeps the previous face)."""
 
     def __init__(self, landmarker: FaceLandmarker, crop_scale: float = 2.2, crop_size: int = 256,
-                 recrop_drift: float = 0.12, min_detection_confidence: float = 0.5):
+                 recrop_drift: float = 0.12, min_detection_confidence: float = 0.5,
+                 tasks: TasksFaceLandmarker | None = None):
+        """``tasks``: run MediaPipe's Tasks graph on the crop instead of the legacy mesh; it gives
+        the blendshape scores too (and its own landmarks, which the scores must come from)."""
         self.landmarker = landmarker
+        self.tasks = tasks
+        self._time_ms = 0
+        self._last_scores: np.ndarray | None = None
         self.crop_scale = crop_scale
         self.crop_size = crop_size  # MediaPipe resizes the face region to 192 px itself
         self.recrop_drift = recrop_drift
@@ -59,12 +68,20 @@ class VideoFaceTracker:
     def reset(self) -> None:
         self._previous = None
         self._crop = None
-        self._mesh.reset()
+        self._reset_mesh()
 
-    def track(self, rgb: np.ndarray, source: str) -> FrameLandmarks | None:
-        """The face in this frame, or None when there is none (the next frame searches afresh)."""
+    def _reset_mesh(self) -> None:
+        self._mesh.reset()
+        if self.tasks is not None:
+            self.tasks.reset()
+
+    def track(self, rgb: np.ndarray, source: str, time_s: float = 0.0) -> FrameLandmarks | None:
+        """The face in this frame (shown at ``time_s``), or None when there is none (the next frame
+        searches afresh)."""
         points, reacquired = None, False
         self._last_sharpness = 0.0
+        self._last_scores = None
+        self._time_ms = int(round(1000 * time_s))
         if self._previous is not None:
             points = self._mesh_near(rgb, self._previous)
         if points is None:
@@ -77,8 +94,13 @@ class VideoFaceTracker:
                     raise
                 self.reset()
                 return None
+            if self.tasks is not None:  # the scores need the Tasks graph's own landmarks
+                points = self._mesh_near(rgb, points)
+                if points is None:
+                    self.reset()
+                    return None
         self._previous = points
-        return FrameLandmarks(points.astype(np.float32), self._last_sharpness, reacquired)
+        return FrameLandmarks(points.astype(np.float32), self._last_sharpness, reacquired, self._last_scores)
 
     def _place_crop(self, previous: np.ndarray) -> tuple[int, int, int]:
         """The crop square for this frame: kept while the face stays near its centre and size."""
@@ -92,7 +114,7 @@ class VideoFaceTracker:
             scale = size * self.crop_scale / side
             if drift < self.recrop_drift and 0.85 < scale < 1.15:
                 return self._crop
-            self._mesh.reset()  # its tracked region is in the old crop's pixels
+            self._reset_mesh()  # its tracked region is in the old crop's pixels
         side = max(16, int(round(size * self.crop_scale)))
         self._crop = (int(round(centre[0] - side / 2)), int(round(centre[1] - side / 2)), side)
         return self._crop
@@ -103,6 +125,14 @@ class VideoFaceTracker:
         if side != self.crop_size:
             crop = cv2.resize(crop, (self.crop_size, self.crop_size), interpolation=cv2.INTER_LINEAR)
         self._last_sharpness = _sharpness(crop)
+        scale = side  # crop pixels -> full-frame pixels (z is scaled by the width, like x)
+        if self.tasks is not None:
+            found = self.tasks.detect(crop, self._time_ms)
+            if found is None:
+                return None
+            points, self._last_scores = found
+            k = scale / self.crop_size  # Tasks points are in the resized crop's pixels
+            return np.column_stack([cx0 + points[:, 0] * k, cy0 + points[:, 1] * k, points[:, 2] * k])
         result = self._mesh.process(crop)
         if not result.multi_face_landmarks:
             return None
@@ -110,7 +140,6 @@ class VideoFaceTracker:
         if len(landmarks) != N_POINTS:
             return None
         normalised = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float64)
-        scale = side  # crop pixels -> full-frame pixels (z is scaled by the width, like x)
         return np.column_stack([cx0 + normalised[:, 0] * scale, cy0 + normalised[:, 1] * scale, normalised[:, 2] * scale])
 
 

@@ -208,6 +208,25 @@ class VideoPipeline:
         _write_result_folder(Path(out_dir), clip, force, write_livelink_csv)
         return VideoResult(Path(out_dir), track, clip)
 
+    def calibrate(self, config, neutral_take: str | Path | None = None, rom_take: str | Path | None = None,
+                  on_progress: Callable[[str, float], None] | None = None):
+        """``config`` with the actor's calibration from separate takes tracked like the driving clip:
+        rest levels from a neutral take (``neutral_weights``) and per-key gains from a range-of-motion
+        take (multiplied into the config's own gains)."""
+        import dataclasses
+
+        from backend.retarget import neutral_levels, rom_gains
+
+        names = list(self.rec.asset.expression_names)
+        neutral = dict(config.neutral_weights)
+        if neutral_take is not None:
+            neutral = neutral_levels(clip_from_track(self.track(neutral_take, on_progress), names))
+        gain = dict(config.gain)
+        if rom_take is not None:
+            for key, g in rom_gains(clip_from_track(self.track(rom_take, on_progress), names), neutral or None).items():
+                gain[key] = gain.get(key, 1.0) * g
+        return dataclasses.replace(config, neutral_weights=neutral, gain=gain)
+
 
 
 def pick_texture_frames(track: VideoTrack, count: int) -> list[int]:

@@ -30,7 +30,10 @@ from backend.video.decode import (
     probe_video,
     read_frames,
 )
+from backend.landmarks.blendshapes import TasksFaceLandmarker
 from backend.video.face_track import VideoFaceTracker
+from backend.video.predictor import EXPRESSION_METHODS, load_predictor
+from backend.video.temporal import smooth_offline
 from backend.video.frame_select import frame_features, pick_frames
 from backend.video.gaze import (
     LEFT_IRIS,
@@ -44,6 +47,21 @@ from backend.video.gaze import (
 from shared.bundle import sha256_file
 
 _NO_FACE_HINT = "use a clip where one human face is visible, lit and unobstructed for most of its length"
+
+
+@dataclass
+class ExpressionOptions:
+    """How the per-frame weights are made.
+
+    ``fused`` (default, offline): the learned predictor's weights start every frame's landmark solve
+    and pull it towards them, then a forward-backward smoother; ``predictor``: the predictor alone
+    (the real-time path; the pose still comes from the landmark solve); ``solve``: the landmark
+    solve alone (no blendshape model needed)."""
+
+    method: str = "fused"
+    face_landmarker: str | None = None  # a user's face_landmarker.task (None: the installed one)
+    predictor: str | None = None        # a predictor weights file (None: the committed one)
+    offline_smoothing: float = 0.5      # smooth_offline strength on the weights; 0: off
 
 
 @dataclass
@@ -64,6 +82,7 @@ class VideoOptions:
     lid_blinks: str = "max"          # eyeBlink from the lid gap: "max" with the fit's, "replace", or ""
     gaze: GazeRange = field(default_factory=GazeRange)
     gaze_filter: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.5, beta=0.05))  # degrees
+    expressions: ExpressionOptions = field(default_factory=ExpressionOptions)
     progress: bool = True
 
 
@@ -73,7 +92,8 @@ class VideoTrack:
 
     times: [N] s; expressions: [N, E]; rotations: [N, 3] axis-angle model -> OpenCV camera;
     translations: [N, 3] cm; gaze: [N, 2, 2] (yaw, pitch) degrees, eye 0 = subject's left;
-    landmark_rmse_px: [N] (0 where missing); landmarks: per frame [478, 3] or None."""
+    landmark_rmse_px: [N] (0 where missing); landmarks: per frame [478, 3] or None;
+    scores: [N, 52] MediaPipe blendshape scores (zeros where missing) or None (``solve`` method)."""
 
     info: VideoInfo
     times: np.ndarray
@@ -92,6 +112,7 @@ class VideoTrack:
     landmarks: list[np.ndarray | None]
     notes: list[str] = field(default_factory=list)
     lighting: np.ndarray | None = None  # [9, 3] SH lighting fitted by the photometric stage (camera axes)
+    scores: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -111,15 +132,21 @@ def track_video(rec, path: str | Path, options: VideoOptions,
     info.sha256 = sha256_file(Path(path))
     name = Path(shown).name
 
+    method = options.expressions.method
+    if method not in EXPRESSION_METHODS:
+        raise ValueError(f"unknown expression method {method!r}; one of {EXPRESSION_METHODS}")
+    tasks = None if method == "solve" else TasksFaceLandmarker(options.expressions.face_landmarker)
+    predictor = None if method == "solve" else load_predictor(options.expressions.predictor)
     report = DecodeReport()
-    times, landmarks, sharpness = [], [], []
+    times, landmarks, sharpness, scores = [], [], [], []
     expected = max(info.frame_estimate, 1)
-    with VideoFaceTracker(rec.landmarker) as tracker:
+    with VideoFaceTracker(rec.landmarker, tasks=tasks) as tracker:
         for frame in read_frames(info, report):
-            found = tracker.track(frame.rgb, f"{shown} (frame {frame.index}, {frame.time:.2f} s)")
+            found = tracker.track(frame.rgb, f"{shown} (frame {frame.index}, {frame.time:.2f} s)", frame.time)
             times.append(frame.time)
             landmarks.append(None if found is None else found.points)
             sharpness.append(0.0 if found is None else found.sharpness)
+            scores.append(None if found is None else found.scores)
             if frame.index % 25 == 0:
                 report_progress("landmarks", min(frame.index / expected, 1.0))
     if report.decoded == 0:
@@ -159,12 +186,22 @@ def track_video(rec, path: str | Path, options: VideoOptions,
             # Light is fixed to the camera in a clip: one lighting for every frame's bake.
             lighting = np.median(np.stack(refined.lighting), axis=0)
 
+    if tasks is not None:
+        tasks.close()
     report_progress("tracking", 0.0)
     names = list(rec.asset.expression_names)
     free = np.array([not k.startswith("eyeLook") for k in names])
+    predicted, predicted_gaze, score_rows = None, None, None
+    if predictor is not None:
+        score_rows = np.stack([scores[i] for i in tracked])
+        predicted, predicted_gaze = predictor.predict(np.stack([landmarks[i] for i in tracked]), score_rows)
+        predicted = predicted[:, [predictor.shape_keys.index(k) for k in names]]
+    track_cfg = options.track
+    if method == "predictor":  # the solve only finds the pose: the weights stay the predictor's
+        free = np.zeros(len(names), bool)
     fits = track_frames(rec.fitter, observations, [int(i) for i in tracked], fit.identity, fit.photos[0].focal,
-                        options.track, on_batch=lambda done, total: report_progress("tracking", done / total),
-                        expression_free=free)
+                        track_cfg, on_batch=lambda done, total: report_progress("tracking", done / total),
+                        expression_free=free, expression_prior=predicted)
 
     rot = np.stack([axis_angle_to_matrix(torch.tensor(f.rotation, dtype=torch.float64)).numpy() for f in fits])
     trans = np.stack([f.translation for f in fits])
@@ -172,13 +209,19 @@ def track_video(rec, path: str | Path, options: VideoOptions,
     ident = torch.tensor(fit.identity, dtype=torch.float32)[None]
     neutral_points = rec.fitter.points_model.shape(ident, torch.zeros(1, len(names)))[0].numpy().astype(np.float64)
     eyes = EyeModel.from_asset(rec.asset, fit.identity, neutral_points)
-    gaze = estimate_gaze(eyes, rot, trans, fits[0].focal, fits[0].principal, iris)
+    if predicted_gaze is not None:
+        gaze = predicted_gaze  # learned against the true eyeball turn: no offset to remove
+    else:
+        gaze = estimate_gaze(eyes, rot, trans, fits[0].focal, fits[0].principal, iris)
+        if options.centre_gaze:
+            gaze = gaze - np.median(gaze, axis=0)
     # Iris points jitter by a pixel or two, several degrees of gaze; the filter's speed term lets
     # saccades through while a steady gaze stays still.
-    if options.centre_gaze:
-        gaze = gaze - np.median(gaze, axis=0)
     gaze = one_euro_filter(gaze.reshape(len(tracked), 4), np.asarray(times)[tracked], options.gaze_filter).reshape(-1, 2, 2)
     expressions = np.stack([f.expression for f in fits])
+    if method == "fused" and options.expressions.offline_smoothing > 0:
+        # Recorded clips look both ways: a zero-phase smoother instead of the causal filter.
+        expressions = np.clip(smooth_offline(expressions, np.asarray(times)[tracked], options.expressions.offline_smoothing), 0, 1)
     if options.baseline_quantile > 0:
         base = np.quantile(expressions, options.baseline_quantile, axis=0)
         expressions = np.clip((expressions - base) / np.maximum(1.0 - base, 1e-3), 0.0, 1.0)
@@ -208,6 +251,7 @@ def track_video(rec, path: str | Path, options: VideoOptions,
         gaze=_fill(t, tracked, gaze.reshape(len(tracked), 4)).reshape(n, 2, 2),
         landmark_rmse_px=rmse, missing=missing, gaps=gaps, identity_frames=identity_frames, identity_fit=fit,
         report=report, landmarks=landmarks, notes=notes, lighting=lighting,
+        scores=None if score_rows is None else _fill(t, tracked, score_rows),
     )
 
 
