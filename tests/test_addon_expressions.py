@@ -73,18 +73,29 @@ def _set_weights(heads, weights: dict) -> None:
 
 
 def _evaluated(obj) -> tuple[np.ndarray, np.ndarray]:
-    """(instance positions [N, 3], instance colours [N, 3] scene-linear) of the evaluated Gaussians."""
+    """(instance positions [N, 3] world, colours [N, 3] scene-linear) of the evaluated Gaussians.
+    Positions from the depsgraph's instance list (``persistent_id[1]``: the instance's index; every
+    Blender 4.2+). Colours from the instances (``Object.evaluated_geometry``, 4.3+), else from the
+    points the expression modifier hands on (the instancing modifier muted for the read)."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    geometry = obj.evaluated_get(depsgraph).evaluated_geometry()
-    cloud = geometry.instances_pointcloud()
-    n = len(cloud.points)
-    matrices = np.zeros(n * 16, np.float32)
-    cloud.attributes["instance_transform"].data.foreach_get("value", matrices)
-    colour = np.zeros(n * 4, np.float32)
-    cloud.attributes["color"].data.foreach_get("color", colour)
-    world = np.array(obj.matrix_world)
-    pos = matrices.reshape(n, 4, 4).transpose(0, 2, 1)[:, :3, 3]  # stored column-major
-    return pos @ world[:3, :3].T + world[:3, 3], colour.reshape(n, 4)[:, :3]
+    found = {inst.persistent_id[1]: np.array(inst.matrix_world, dtype=np.float64)[:3, 3]
+             for inst in depsgraph.object_instances
+             if inst.is_instance and inst.parent is not None and inst.parent.original == obj}
+    assert sorted(found) == list(range(N)), "instances missing from the depsgraph"
+    pos = np.stack([found[i] for i in range(N)])
+    colour = np.zeros(N * 4, np.float32)
+    if hasattr(obj, "evaluated_geometry"):
+        geometry = obj.evaluated_get(depsgraph).evaluated_geometry()  # keeps the cloud below alive
+        geometry.instances_pointcloud().attributes["color"].data.foreach_get("color", colour)
+    else:
+        instancing = obj.modifiers["HeadRig Gaussians"]
+        instancing.show_viewport = False
+        try:
+            mesh = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+            mesh.attributes["color"].data.foreach_get("color", colour)
+        finally:
+            instancing.show_viewport = True
+    return pos, colour.reshape(N, 4)[:, :3]
 
 
 def _linear(srgb: np.ndarray) -> np.ndarray:
