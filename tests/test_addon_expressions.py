@@ -75,8 +75,10 @@ def _set_weights(heads, weights: dict) -> None:
 def _evaluated(obj) -> tuple[np.ndarray, np.ndarray]:
     """(instance positions [N, 3] world, colours [N, 3] scene-linear) of the evaluated Gaussians.
     Positions from the depsgraph's instance list (``persistent_id[1]``: the instance's index; every
-    Blender 4.2+). Colours from the instances (``Object.evaluated_geometry``, 4.3+), else from the
-    points the expression modifier hands on (the instancing modifier muted for the read)."""
+    Blender 4.2+). Colours from the points the expression modifier hands to the instancing one
+    (muted for the read), whose Instance on Points gives them to the instances the material reads
+    (test_addon_gaussians checks that part). Not ``Object.evaluated_geometry``: 4.3+ only, and bpy
+    4.5 reports its GeometrySet as unfreed memory at exit."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
     found = {inst.persistent_id[1]: np.array(inst.matrix_world, dtype=np.float64)[:3, 3]
              for inst in depsgraph.object_instances
@@ -84,17 +86,13 @@ def _evaluated(obj) -> tuple[np.ndarray, np.ndarray]:
     assert sorted(found) == list(range(N)), "instances missing from the depsgraph"
     pos = np.stack([found[i] for i in range(N)])
     colour = np.zeros(N * 4, np.float32)
-    if hasattr(obj, "evaluated_geometry"):
-        geometry = obj.evaluated_get(depsgraph).evaluated_geometry()  # keeps the cloud below alive
-        geometry.instances_pointcloud().attributes["color"].data.foreach_get("color", colour)
-    else:
-        instancing = obj.modifiers["HeadRig Gaussians"]
-        instancing.show_viewport = False
-        try:
-            mesh = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
-            mesh.attributes["color"].data.foreach_get("color", colour)
-        finally:
-            instancing.show_viewport = True
+    instancing = obj.modifiers["HeadRig Gaussians"]
+    instancing.show_viewport = False
+    try:
+        mesh = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+        mesh.attributes["color"].data.foreach_get("color", colour)
+    finally:
+        instancing.show_viewport = True
     return pos, colour.reshape(N, 4)[:, :3]
 
 
