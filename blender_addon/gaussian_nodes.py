@@ -6,6 +6,7 @@ formulas of ``backend/avatar/binding.py``:
 
     p0, p1, p2 = head positions at the point's ``v0``, ``v1``, ``v2``   (Object Info + Sample Index)
     e1 = normalize(p1 - p0);  n = normalize((p1 - p0) x (p2 - p0));  e2 = n x e1;  s = sqrt(area)
+    o = offset + expr_offset  (the baked expression detail, when a modifier before this one wrote it)
     mean = bary . (p0, p1, p2) + s (e1 o.x + e2 o.y + n o.z)
     R = R_tri R_local  (Axes to Rotation: Z = n, X = e1;  Rotate Rotation in LOCAL space by ``lrot``)
     scale = s exp(lscale)
@@ -28,10 +29,14 @@ import bpy
 GROUP_NAME = "HeadRig Gaussians"
 MATERIAL_NAME = "HeadRig Gaussians"
 SIGMA_ATTR = "hr_sigma"
+# The expression detail's local offset change (``gaussian_expressions``: a modifier before this one
+# writes it from the head's shape-key values); absent on Gaussians without a bake, where the Named
+# Attribute node reads zero, so the no-expression path needs no switch.
+OFFSET_ATTR = "expr_offset"
 DISC_VERTICES = 12  # enough for a round footprint when a Gaussian covers a few pixels
 
 
-class _Graph:
+class Graph:
     """Builds nodes and links in one tree; inputs are set by socket index or name, to a value or a socket."""
 
     def __init__(self, tree):
@@ -79,6 +84,25 @@ class _Graph:
             rows[col] = rows.get(col, 0) + 1
 
 
+def ensure_interface(tree, build) -> None:
+    """Run ``build(tree)`` on a cleared interface unless the group already has the sockets it makes
+    (names, directions, types, in order). Clearing an interface resets the inputs of every modifier
+    using the group: re-importing one head's Gaussians would unbind every other head's."""
+    def sockets(t) -> list:
+        found = [(i.in_out, i.name, i.socket_type) for i in t.interface.items_tree if i.item_type == "SOCKET"]
+        return sorted(found, key=lambda s: s[0])  # stable: inputs keep their order
+
+    scratch = bpy.data.node_groups.new(".headrig interface check", tree.bl_idname)
+    try:
+        build(scratch)
+        if sockets(scratch) == sockets(tree):
+            return
+    finally:
+        bpy.data.node_groups.remove(scratch)
+    tree.interface.clear()
+    build(tree)
+
+
 def _interface(tree) -> None:
     face = tree.interface
     face.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
@@ -92,7 +116,7 @@ def _interface(tree) -> None:
     face.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
 
 
-def _corners(g: _Graph, head_geometry):
+def _corners(g: Graph, head_geometry):
     """Evaluated head positions at the point attributes v0, v1, v2."""
     position = g.node("GeometryNodeInputPosition").outputs[0]
     return [g.node("GeometryNodeSampleIndex", {"Geometry": head_geometry, "Value": position,
@@ -100,7 +124,7 @@ def _corners(g: _Graph, head_geometry):
                    data_type="FLOAT_VECTOR", domain="POINT").outputs[0] for i in range(3)]
 
 
-def _frame(g: _Graph, p0, p1, p2):
+def _frame(g: Graph, p0, p1, p2):
     """(e1, e2, n, s) of the triangle, as binding.triangle_frames computes them."""
     edge1, edge2 = g.vmath("SUBTRACT", p1, p0), g.vmath("SUBTRACT", p2, p0)
     cross = g.vmath("CROSS_PRODUCT", edge1, edge2)
@@ -112,7 +136,7 @@ def _frame(g: _Graph, p0, p1, p2):
     return e1, e2, n, s
 
 
-def _weighted(g: _Graph, weights, vectors):
+def _weighted(g: Graph, weights, vectors):
     """sum_i weights.i * vectors[i] for a vector field of weights (bary or offset)."""
     parts = g.node("ShaderNodeSeparateXYZ", {0: weights}).outputs
     total = None
@@ -122,12 +146,12 @@ def _weighted(g: _Graph, weights, vectors):
     return total
 
 
-def _exp(g: _Graph, vector):
+def _exp(g: Graph, vector):
     parts = g.node("ShaderNodeSeparateXYZ", {0: vector}).outputs
     return g.node("ShaderNodeCombineXYZ", {i: g.math("EXPONENT", parts[i]) for i in range(3)}).outputs[0]
 
 
-def _shapes(g: _Graph, footprint, ellipsoids, material):
+def _shapes(g: Graph, footprint, ellipsoids, material):
     """The instance: a fan disc of radius Footprint (with hr_sigma), or an icosphere of radius Footprint/2."""
     disc = g.node("GeometryNodeMeshCircle", {"Vertices": DISC_VERTICES, "Radius": footprint},
                   fill_type="TRIANGLE_FAN").outputs[0]
@@ -142,17 +166,18 @@ def _shapes(g: _Graph, footprint, ellipsoids, material):
 
 
 def build_group(tree, material) -> None:
-    """(Re)build the group's nodes from scratch: the same graph every time."""
+    """(Re)build the group's nodes from scratch: the same graph every time (the interface only
+    when it differs, ``ensure_interface``)."""
     tree.nodes.clear()
-    tree.interface.clear()
-    _interface(tree)
-    g = _Graph(tree)
+    ensure_interface(tree, _interface)
+    g = Graph(tree)
     group_in = g.node("NodeGroupInput").outputs
     head = g.node("GeometryNodeObjectInfo", {"Object": group_in["Head"]}, transform_space="RELATIVE")
     p0, p1, p2 = _corners(g, head.outputs["Geometry"])
     e1, e2, n, s = _frame(g, p0, p1, p2)
     origin = _weighted(g, g.named("bary", "FLOAT_VECTOR"), (p0, p1, p2))
-    local = _weighted(g, g.named("offset", "FLOAT_VECTOR"), (e1, e2, n))
+    offset = g.vmath("ADD", g.named("offset", "FLOAT_VECTOR"), g.named(OFFSET_ATTR, "FLOAT_VECTOR"))
+    local = _weighted(g, offset, (e1, e2, n))
     mean = g.vmath("ADD", origin, g.vmath("SCALE", local, scale=s))
     tri_rot = g.node("FunctionNodeAxesToRotation", {"Primary Axis": n, "Secondary Axis": e1},
                      primary_axis="Z", secondary_axis="X").outputs[0]
@@ -174,7 +199,7 @@ def build_material(mat) -> None:
         mat.use_nodes = True
     tree = mat.node_tree
     tree.nodes.clear()
-    g = _Graph(tree)
+    g = Graph(tree)
     colour = g.node("ShaderNodeAttribute", attribute_type="INSTANCER", attribute_name="color").outputs["Color"]
     opacity = g.node("ShaderNodeAttribute", attribute_type="INSTANCER", attribute_name="opacity").outputs["Fac"]
     sigma = g.node("ShaderNodeAttribute", attribute_type="GEOMETRY", attribute_name=SIGMA_ATTR).outputs["Fac"]

@@ -19,6 +19,9 @@ Axes: the PLY's means are in the axes its header names (``shared/splat_axes``: O
 tools expect; glTF in older files), turned to glTF first; glTF (x, y, z) is Blender (x, -z, y). Both
 are proper rotations, so triangle-local data (offset, local rotation, log scale) needs no
 conversion; only the rest means do.
+
+Expression detail: a ``gaussians_expr.bin`` beside the PLY, made for it (its sha256), adds the
+avatar's baked MLP per shape key (``gaussian_expressions``: attributes and a driven modifier).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import bpy
 import numpy as np
 from mathutils import kdtree
 
-from . import gaussian_nodes
+from . import gaussian_expressions, gaussian_nodes
+from .headrig_shared.gaussian_expressions import ExpressionFileError
 from .headrig_shared.splat_axes import gltf_from_ply
 from .heads import GAUSSIANS_SUFFIX, PROP_BUNDLE, PROP_GAUSSIANS, PROP_JOB, PROP_MODEL, find_head, head_label
 
@@ -130,14 +134,15 @@ def load_binding(path) -> dict:
     x, y, z = (col("x", "y", "z") @ np.array(gltf_from_ply(comments)).T).T
     lrot = col("lrot_0", "lrot_1", "lrot_2", "lrot_3")
     lrot /= np.maximum(np.linalg.norm(lrot, axis=1, keepdims=True), 1e-12)
-    srgb = np.clip(0.5 + SH_C0 * col("f_dc_0", "f_dc_1", "f_dc_2"), 0.0, 1.0)
+    dc = 0.5 + SH_C0 * col("f_dc_0", "f_dc_1", "f_dc_2")  # unclipped: expression colour changes add here
+    srgb = np.clip(dc, 0.0, 1.0)
     # 3DGS trains on sRGB-encoded pixels; Blender attributes and Emission are scene-linear.
     linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
     return {"tri": tri.astype(np.int64), "mean": np.stack([x, -z, y], axis=1),
             "bary": col("bary_0", "bary_1", "bary_2"), "offset": col("offset_0", "offset_1", "offset_2"),
             "lrot": lrot, "lscale": col("lscale_0", "lscale_1", "lscale_2"),
             "color": np.concatenate([linear, np.ones((len(rows), 1))], axis=1),
-            "opacity": 1.0 / (1.0 + np.exp(-col("opacity")[:, 0]))}
+            "opacity": 1.0 / (1.0 + np.exp(-col("opacity")[:, 0])), "dc": dc}
 
 
 # ---- triangles --------------------------------------------------------------------------------------
@@ -253,7 +258,8 @@ def _remove_old(name: str) -> None:
 
 
 def import_gaussians(context, head_obj, ply_path, footprint: float = 2.0, ellipsoids: bool = False):
-    """Create "<name>_gaussians" beside ``head_obj`` (same collections, parent and transform).
+    """Create "<name>_gaussians" beside ``head_obj`` (same collections, parent and transform), with
+    the expression detail of a ``gaussians_expr.bin`` made for this PLY beside it (``gaussian_expressions``).
 
     Raises GaussianImportFailed (one line) when the file is unusable or its Gaussians do not sit on
     this head (more than 1 % off their triangles: a PLY made for another head)."""
@@ -261,6 +267,12 @@ def import_gaussians(context, head_obj, ply_path, footprint: float = 2.0, ellips
     if head_obj is None or head_obj.type != "MESH":
         raise GaussianImportFailed("Gaussians need a head mesh to ride on")
     g = load_binding(path)
+    try:
+        expr, why = gaussian_expressions.find_expressions(path)
+    except ExpressionFileError as exc:
+        raise GaussianImportFailed(str(exc)) from None
+    if expr is not None and expr.n != len(g["tri"]):
+        raise GaussianImportFailed(f"{path.name}: {len(g['tri'])} Gaussians, its expression bake {expr.n}")
     ids, stats = resolve_corners(head_obj, g)
     if stats["off"] > 0.01 * len(ids):
         raise GaussianImportFailed(f"{path.name}: {stats['off']} of {len(ids)} Gaussians are off {head_obj.name}'s "
@@ -279,6 +291,11 @@ def import_gaussians(context, head_obj, ply_path, footprint: float = 2.0, ellips
             obj[key] = head_obj[key]
     obj[PROP_GAUSSIANS] = str(path)
     obj["headrig_gaussians_stats"] = stats
+    if expr is not None:
+        done = gaussian_expressions.attach(obj, head_obj, expr, g["dc"])
+        obj["headrig_expression_keys"] = done["keys"]
+        why = f"no shape key for {', '.join(done['missing'])}" if done["missing"] else ""
+    obj["headrig_expression_note"] = why
     gaussian_nodes.add_modifier(obj, head_obj, footprint, ellipsoids)
     return obj
 
@@ -321,8 +338,11 @@ class HEADRIG_OT_import_gaussians(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         stats = obj["headrig_gaussians_stats"]
+        keys = obj.get("headrig_expression_keys")
+        detail = obj.get("headrig_expression_note") or (f"expression detail on {keys} shape keys" if keys
+                                                         else "no expression bake")
         self.report({"INFO"}, f"{obj.name}: {len(obj.data.vertices):,} Gaussians on {head.name} "
-                              f"({stats['searched']} re-bound by position, {stats['off']} off the surface)")
+                              f"({stats['searched']} re-bound by position, {stats['off']} off the surface; {detail})")
         return {"FINISHED"}
 
 

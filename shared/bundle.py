@@ -33,6 +33,8 @@ FORMAT_VERSION = 1
 GENERATOR = "headrig 0.1.0"
 # Roles for files the caller did not describe in ``manifest.files``, by file-name ending.
 _ROLES = {".glb": "mesh", ".png": "texture", ".jpg": "image", ".ply": "gaussians", ".json": "data", ".npz": "data"}
+# Files whose name decides their role (the suffix alone says too little); ``shared.gaussian_expressions``.
+NAMED_ROLES = {"gaussians_expr.bin": "gaussian_expressions"}
 
 
 class _Record:
@@ -208,7 +210,7 @@ def write_bundle(out_dir, manifest: HeadManifest, files: dict, force: bool = Fal
         described = {}
         for name, source in files.items():
             digest, size = _write_file(tmp / name, source, name)
-            role = roles.get(name) or _ROLES.get(PurePosixPath(name).suffix.lower(), "other")
+            role = roles.get(name) or NAMED_ROLES.get(name) or _ROLES.get(PurePosixPath(name).suffix.lower(), "other")
             described[name] = {"sha256": digest, "bytes": size, "role": role}
         final = replace(base, files=described)
         text = json.dumps(final.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"

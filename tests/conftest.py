@@ -101,3 +101,32 @@ def server(tmp_path):
         srv.stop()
         thread.join(15)
         assert not thread.is_alive(), "server did not stop"
+
+
+@pytest.fixture(scope="session")
+def expressive_avatar(asset):
+    """make(identity, n) -> a small GaussianAvatar on that identity's neutral mesh whose expression
+    MLP does something: its last layer (zero at initialisation, so training starts from the bound
+    avatar) drawn at random, giving offsets of a few tenths of a triangle and colour changes of a
+    few percent at full weight, nonlinear in the weights like a trained one (tanh, SiLU)."""
+    import numpy as np
+    import torch
+
+    from backend.avatar.model import AvatarConfig, initial_avatar
+
+    def make(identity, n: int = 600, seed: int = 3):
+        verts = asset.vertices(np.asarray(identity, np.float64))
+        texture = np.full((64, 128, 3), (190, 140, 120), np.uint8)
+        with torch.random.fork_rng():  # the MLP's default initialisation draws from torch's global generator
+            torch.manual_seed(seed)
+            avatar = initial_avatar(asset, verts, texture,
+                                    AvatarConfig(n_gaussians=n, sh_degree=0, mlp_hidden=16, seed=seed))
+        gen = torch.Generator().manual_seed(seed)
+        last = avatar.mlp.net[-1]
+        with torch.no_grad():
+            last.weight.copy_(torch.randn(last.weight.shape, generator=gen) * 0.5)
+            last.bias.zero_()
+            avatar.mlp.net[0].weight[:, :asset.n_expressions] *= 3.0  # expressions matter as much as position
+        return avatar
+
+    return make

@@ -57,6 +57,15 @@ def test_bundle_files(avatar_run, tmp_path):
     cloud = read_gaussians_ply(path)
     assert cloud.binding is not None and len(cloud.means) == result.report["training"]["gaussians"]
     assert json.loads(result.files["avatar.json"])["preset"] == "fast"
+    # the expression bake belongs to this very PLY, one row per shape key, one delta per Gaussian
+    import hashlib
+
+    from shared.gaussian_expressions import EXPRESSIONS_FILE, parse_expressions
+
+    expr = parse_expressions(result.files[EXPRESSIONS_FILE])
+    assert expr.ply_sha256 == hashlib.sha256(result.files["gaussians.ply"]).hexdigest()
+    assert expr.n == cloud.n and len(expr.keys) == 53 and expr.linearisation == "secant"
+    assert np.abs(expr.offset).max() > 0 and np.abs(expr.colour).max() > 0  # the trained MLP does something
 
 
 def test_exported_avatar_has_no_holes_from_any_side(avatar_run, asset, tmp_path):

@@ -3,12 +3,16 @@
 Picks training and held-out frames, crops them, initialises the Gaussians from the fitted mesh
 and baked texture (GPHM), trains (``backend.avatar.train``), evaluates the held-out frames against
 the textured mesh alone, and returns what the bundle gets: ``gaussians.ply`` (standard 3DGS layout
-+ the binding; metres, in the OpenCV axes splat tools expect: ``shared.splat_axes``), ``avatar.json`` (settings, timings, metrics)
-and ``avatar_sheet.png`` (held-out frames: input | Gaussians | error | textured mesh).
++ the binding; metres, in the OpenCV axes splat tools expect: ``shared.splat_axes``; the avatar at
+the neutral expression, the expression MLP's neutral output included), ``gaussians_expr.bin`` (the
+MLP linearised per shape key, ``backend.avatar.expression_bake``; with the MLP only),
+``avatar.json`` (settings, timings, metrics) and ``avatar_sheet.png`` (held-out frames: input |
+Gaussians | error | textured mesh).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tempfile
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 
 from backend.avatar.device import requested_threads, resolve_device
+from backend.avatar.expression_bake import expression_deltas, neutral_binding
 from backend.avatar.frames import AvatarFrame, make_frame, split_frames
 from backend.avatar.prepared import PreparedClip
 from backend.avatar.mesh_render import ict_textured_mesh, render_mesh
@@ -27,12 +32,13 @@ from backend.avatar.model import bound_triangles, initial_avatar
 from backend.avatar.ply import write_gaussians_ply
 from backend.avatar.train import PRESETS, AvatarTrainer, TrainConfig
 from backend.avatar.video_out import contact_sheet
+from shared.gaussian_expressions import EXPRESSIONS_FILE, GaussianExpressions, expressions_bytes
 
 
 @dataclass
 class AvatarResult:
     identity: np.ndarray          # [I] refined by the photometric fit
-    files: dict[str, bytes]       # gaussians.ply, avatar.json, avatar_sheet.png
+    files: dict[str, bytes]       # gaussians.ply, gaussians_expr.bin (with the MLP), avatar.json, avatar_sheet.png
     report: dict
 
 
@@ -54,12 +60,15 @@ def build_avatar(rec, track, texture: np.ndarray, preset: str, decode: Callable[
     clip = prepare_clip(rec, track, texture, cfg, decode, photos)
     trainer, stats, metrics, mesh_baseline = fit_avatar(rec.asset, clip, cfg, device, progress)
     identity = (trainer.identity0 + trainer.identity_delta).detach().cpu().numpy().astype(np.float64)
-    ply = _ply_bytes(trainer, identity)
+    verts_m = torch.as_tensor(rec.asset.vertices(identity) / 100.0, dtype=torch.float32, device=trainer.device)
+    ply = avatar_ply_bytes(trainer.avatar, verts_m)
     sheet = _sheet(trainer, clip.heldout, mesh_baseline)
     report = {"preset": preset, "config": _plain(asdict(cfg)), "train_frames": [f.index for f in clip.train],
               "heldout_frames": [f.index for f in clip.heldout], "training": stats, "heldout": metrics,
               "identity_change": float(np.abs(identity - track.identity).max())}
     files = {"gaussians.ply": ply, "avatar.json": (json.dumps(report, indent=1) + "\n").encode(), "avatar_sheet.png": sheet}
+    if trainer.avatar.mlp is not None:
+        files[EXPRESSIONS_FILE] = expression_bake_bytes(trainer.avatar, ply)
     return AvatarResult(identity, files, report)
 
 
@@ -121,17 +130,26 @@ def _triangle_colours(asset, verts: np.ndarray, frame: AvatarFrame) -> np.ndarra
     return frame.rgb.numpy()[y, x]
 
 
-def _ply_bytes(trainer: AvatarTrainer, identity: np.ndarray) -> bytes:
-    """The avatar at the neutral expression on the refined identity, in head.glb's frame."""
-    asset, avatar = trainer.avatar.asset, trainer.avatar
-    verts_m = torch.as_tensor(asset.vertices(identity) / 100.0, dtype=torch.float32, device=trainer.device)
+def avatar_ply_bytes(avatar, verts_m: torch.Tensor) -> bytes:
+    """gaussians.ply: the avatar at the neutral expression (w = 0, the MLP's output at 0 folded
+    into the binding, as training rendered it) on the neutral mesh ``verts_m`` [V, 3] (metres,
+    head.glb's frame, on the avatar's device)."""
     with torch.no_grad():
-        g = avatar.gaussians(verts_m, None)
+        g = avatar.gaussians(verts_m, torch.zeros(avatar.asset.n_expressions, device=verts_m.device))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gaussians.ply"
         arrays = [g[k].detach().cpu().numpy() for k in ("means", "quats", "scales", "opacities", "sh")]
-        write_gaussians_ply(path, *arrays, _cpu(avatar.current_binding().detach()))
+        write_gaussians_ply(path, *arrays, _cpu(neutral_binding(avatar)))
         return path.read_bytes()
+
+
+def expression_bake_bytes(avatar, ply: bytes, linearisation: str = "secant") -> bytes:
+    """``gaussians_expr.bin`` for the avatar whose neutral is ``ply`` (its sha256 ties them). The
+    secant: closer to the MLP than the tangent at the weights animation uses (BENCHMARKS.md)."""
+    offsets, colours = expression_deltas(avatar, linearisation)
+    expr = GaussianExpressions(list(avatar.asset.expression_names), offsets.cpu().numpy(), colours.cpu().numpy(),
+                               hashlib.sha256(ply).hexdigest(), linearisation)
+    return expressions_bytes(expr)
 
 
 def _sheet(trainer: AvatarTrainer, frames: list[AvatarFrame], baseline) -> bytes:
