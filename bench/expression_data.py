@@ -43,7 +43,7 @@ def clip_sets(name: str) -> list[ClipSet]:
     """The folders of set ``name`` (``tune``, ``report`` or ``train``)."""
     if name == "train":
         # Smaller frames, larger faces: about the same pixels per face at half the render time.
-        return [ClipSet("train", "random", 1100, 24, 60, 0, size=256, framing=(0.48, 0.60))]
+        return [ClipSet("train", "random", 1100, 48, 60, 0, size=256, framing=(0.48, 0.60))]
     seed, n = {"tune": (800, 1), "report": (900, 1)}[name]
     return [ClipSet(f"{name}/mixed", "mixed", seed, n, 80, 20), ClipSet(f"{name}/turns", "turns", seed + 1, n, 80, 0),
             ClipSet(f"{name}/speech", "speech", seed + 2, n, 80, 0), ClipSet(f"{name}/rom", "rom", seed + 3, 1, 0, 10),

@@ -72,7 +72,8 @@ def procrustes_template(points: np.ndarray, rounds: int = 3) -> np.ndarray:
 
 
 def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int = 256, epochs: int = 300,
-          l1: float = 0.3, seed: int = 0, residual: bool = True, log=print) -> tuple[ExpressionPredictor, dict]:
+          l1: float = 0.3, seed: int = 0, residual: bool = True, weight_decay: float = 1e-3, noise: float = 0.05,
+          dropout: float = 0.0, mse: float = 0.0, log=print) -> tuple[ExpressionPredictor, dict]:
     import torch
 
     torch.manual_seed(seed)
@@ -100,9 +101,10 @@ def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int
     tb, tvb = torch.tensor(b, dtype=torch.float32), torch.tensor(bv, dtype=torch.float32)
     e = len(names)
     basis = torch.tensor(basis_mm.reshape(len(names), -1, 3), dtype=torch.float32)
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-                              torch.nn.ReLU(), torch.nn.Linear(hidden, e + 4))
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
+    net = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(),
+                              torch.nn.Dropout(dropout), torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+                              torch.nn.Linear(hidden, e + 4))
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
 
     def vertex_mm(pred, true):
@@ -116,11 +118,11 @@ def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int
         order = torch.tensor(rng.permutation(len(tx)))
         for i in range(0, len(order), 128):
             idx = order[i:i + 128]
-            noisy = tx[idx] + 0.05 * torch.randn_like(tx[idx])  # MediaPipe's own jitter is larger on real footage
+            noisy = tx[idx] + noise * torch.randn_like(tx[idx])  # MediaPipe's own jitter is larger on real footage
             out = net(noisy)
             pred = torch.sigmoid(out[:, :e] + tb[idx])
             # Gaze in units of 30 deg: 1 deg of gaze error weighs like ~0.1 mm of face.
-            loss = (vertex_mm(pred, ty[idx]).mean() + l1 * (pred - ty[idx]).abs().mean()
+            loss = (vertex_mm(pred, ty[idx]).mean() + l1 * (pred - ty[idx]).abs().mean() + mse * (pred - ty[idx]).square().mean()
                     + 3.0 * (out[:, e:] - tg[idx]).abs().mean())
             opt.zero_grad()
             loss.backward()
@@ -133,17 +135,22 @@ def train(clips: list[dict], basis_mm: np.ndarray, names: list[str], hidden: int
                 pv = torch.sigmoid(out[:, :e] + tvb)
                 val = float(vertex_mm(pv, tvy).mean())
                 mae = float((pv - tvy).abs().mean())
+                active = tvy > 0.2
+                mae_active = float((pv - tvy).abs()[active].mean())
                 gaze_deg = float((out[:, e:] - tvg).abs().mean()) * GAZE_SCALE
-            history.append({"epoch": epoch + 1, "val_vertex_mm": val, "val_mae": mae, "val_gaze_abs_deg": gaze_deg})
+            history.append({"epoch": epoch + 1, "val_vertex_mm": val, "val_mae": mae, "val_mae_active": mae_active,
+                            "val_gaze_abs_deg": gaze_deg})
             score = val + 0.1 * gaze_deg
             if score < best:
                 best, best_state = score, {k: v.clone() for k, v in net.state_dict().items()}
-            log(f"epoch {epoch + 1}: val vertex {val:.3f} mm, MAE {mae:.4f}, gaze {gaze_deg:.2f} deg ({time.perf_counter() - t0:.0f} s)")
+            log(f"epoch {epoch + 1}: val vertex {val:.3f} mm, MAE {mae:.4f} (active {mae_active:.3f}), gaze {gaze_deg:.2f} deg ({time.perf_counter() - t0:.0f} s)")
     net.load_state_dict(best_state)
     lin = [m for m in net if isinstance(m, torch.nn.Linear)]
     layers = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in lin]
     meta = {"trained_on": "bench.expression_data train set (seed 1100)", "samples": int(len(x)), "held_out_samples": int(len(xv)),
-            "best_val_score": best, "best": next(h for h in history if h["val_vertex_mm"] + 0.1 * h["val_gaze_abs_deg"] == best), "hidden": hidden, "epochs": epochs, "l1": l1, "seed": seed, "residual": residual, "history": history}
+            "best_val_score": best, "best": next(h for h in history if h["val_vertex_mm"] + 0.1 * h["val_gaze_abs_deg"] == best), "hidden": hidden, "epochs": epochs, "l1": l1, "seed": seed, "residual": residual,
+            "weight_decay": weight_decay, "noise": noise, "dropout": dropout, "mse": mse,
+            "history": history}
     return ExpressionPredictor(template, mean, std, layers, list(names), meta), meta
 
 
@@ -151,9 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.predictor_train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("bench/results/expressions/train"))
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--l1", type=float, default=0.3)
+    parser.add_argument("--weight-decay", type=float, default=1e-3)
+    parser.add_argument("--noise", type=float, default=0.2, help="Gaussian noise on the standardised inputs")
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--mse", type=float, default=0.0, help="weight of a squared weight-error term (less shrinkage of sparse keys than L1)")
     parser.add_argument("--no-residual", action="store_true", help="predict weights outright, not as a correction of MediaPipe's")
     args = parser.parse_args(argv)
     from backend.headmodel.ict_source import load_ict
@@ -166,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(clips) <= HELD_OUT:
         print(f"error: {args.data} holds {len(clips)} clips with features; render and extract them first (see --help)", file=sys.stderr)
         return 1
-    model, meta = train(clips, basis_mm, names, args.hidden, args.epochs, args.l1, residual=not args.no_residual)
+    model, meta = train(clips, basis_mm, names, args.hidden, args.epochs, args.l1, residual=not args.no_residual,
+                        weight_decay=args.weight_decay, noise=args.noise, dropout=args.dropout, mse=args.mse)
     digest = model.save(args.out)
     print(json.dumps({k: v for k, v in meta.items() if k != "history"}, indent=1))
     print(f"{args.out}: {args.out.stat().st_size} bytes, sha256 {digest}")

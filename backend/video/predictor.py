@@ -32,7 +32,7 @@ from backend.errors import InputError
 # without torch, so the command line can list them without loading the solver.
 EXPRESSION_METHODS = ("fused", "predictor", "solve")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "expression_predictor.npz"
-PREDICTOR_SHA256 = ""  # set by bench.predictor_train when the committed weights change
+PREDICTOR_SHA256 = "20414e9b306c75c349c2c4e2084acc1487739346aab59f54225d6eb70ca6e99f"  # bench.predictor_train prints it
 
 # MediaPipe face-mesh indices that move with expression: lids, brows, lips, irises, jaw line, cheeks.
 _EYES = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
@@ -109,7 +109,7 @@ class ExpressionPredictor:
         logits = x[:, :e].astype(np.float64)
         if self.meta.get("residual"):
             logits = logits + score_logits(scores, self.shape_keys)
-        weights = 1.0 / (1.0 + np.exp(-logits))
+        weights = 0.5 * (1.0 + np.tanh(0.5 * logits))  # the sigmoid, without exp's overflow
         gaze = x[:, e:e + 4].astype(np.float64).reshape(-1, 2, 2) * GAZE_SCALE if x.shape[1] >= e + 4 else None
         return weights, gaze
 
