@@ -1,7 +1,7 @@
 """Video tracking speed: decode + landmarks + identity + per-frame solve for every shared clip, as a
 multiple of real time (clip duration / wall time; > 1 is faster than real time).
 
-    python -m bench.video_speed [--clips DIR] [--out bench/results/video_speed.json]
+    python -m bench.video_speed [--clips DIR] [--out bench/results/video_speed.json] [--method fused|predictor|solve] [--workers N]
 
 One warm ``Reconstructor`` (as in a service worker) tracks every clip in turn; stage times come
 from the tracker's progress calls. Ratios, not seconds, are reported for this CPU (project rule).
@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from backend.reconstruct import ReconstructOptions, Reconstructor
-from backend.video.track import VideoOptions, track_video
+from backend.video.track import ExpressionOptions, VideoOptions, track_video
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO.parent / "shared" / "media" / "video"
 
 
-def time_clip(rec: Reconstructor, path: Path) -> dict:
+def time_clip(rec: Reconstructor, path: Path, options: VideoOptions) -> dict:
     marks: list[tuple[str, float]] = []
 
     def on_progress(stage: str, fraction: float) -> None:
@@ -31,7 +31,7 @@ def time_clip(rec: Reconstructor, path: Path) -> dict:
             marks.append((stage, time.perf_counter()))
 
     start = time.perf_counter()
-    track = track_video(rec, path, VideoOptions(progress=False), on_progress)
+    track = track_video(rec, path, options, on_progress)
     end = time.perf_counter()
     stamps = [start] + [t for _, t in marks[1:]] + [end]
     stages = {name: b - a for (name, _), a, b in zip(marks, stamps, stamps[1:])}
@@ -51,20 +51,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=Path, default=CLIPS)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "video_speed.json")
+    parser.add_argument("--method", default="fused", help="expression method (backend.video.track.ExpressionOptions)")
+    parser.add_argument("--workers", type=int, default=0, help="landmark processes (0: as many as the cores allow, up to 2)")
+    parser.add_argument("--photometric-steps", type=int, default=None, help="override the identity's photometric stage (0: off)")
+    parser.add_argument("--only", nargs="*", default=None, help="clip file names to time (default: all)")
     args = parser.parse_args(argv)
-    rec = Reconstructor(ReconstructOptions(progress=False))
-    track_video(rec, sorted(args.clips.glob("*.mp4"))[0], VideoOptions(progress=False))  # warm-up
-    rows = [time_clip(rec, p) for p in sorted(args.clips.glob("*.mp4"))]
+    options = VideoOptions(progress=False, workers=args.workers, expressions=ExpressionOptions(method=args.method))
+    ropts = ReconstructOptions(progress=False)
+    if args.photometric_steps is not None:
+        ropts.photometric.steps = args.photometric_steps
+    rec = Reconstructor(ropts)
+    clips = [p for p in sorted(args.clips.glob("*.mp4")) if not args.only or p.name in args.only]
+    track_video(rec, clips[0], options)  # warm-up
+    rows = [time_clip(rec, p, options) for p in clips]
     total_media = sum(r["duration_s"] for r in rows)
     total_wall = sum(r["duration_s"] / r["x_real_time"] for r in rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"clips": rows, "overall_x_real_time": total_media / total_wall}, indent=1) + "\n")
-    print("| clip | frames | size | × real time | landmarks | identity | tracking | landmark RMSE (px / % IOD) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"method {args.method}, workers {args.workers or 'auto'}, photometric steps "
+          f"{rec.options.photometric.steps}")
+    print("| clip | frames | size | × real time | landmarks | identity | photometric | tracking | landmark RMSE (px / % IOD) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["stage_share"]
         print(f"| {r['clip']} | {r['frames']} @ {r['fps']:g} fps | {r['size'][0]}×{r['size'][1]} | {r['x_real_time']:.2f}× | "
-              f"{100 * s.get('landmarks', 0):.0f}% | {100 * s.get('identity', 0):.0f}% | {100 * s.get('tracking', 0):.0f}% | "
+              f"{100 * s.get('landmarks', 0):.0f}% | {100 * s.get('identity', 0):.0f}% | {100 * s.get('photometric', 0):.0f}% | "
+              f"{100 * s.get('tracking', 0):.0f}% | "
               f"{r['landmark_rmse_px_median']:.2f} / {100 * r['landmark_rmse_iod_median']:.1f}% |")
     print(f"\nAll clips: {total_media / total_wall:.2f}× real time")
     return 0

@@ -32,7 +32,7 @@ from backend.errors import InputError
 # without torch, so the command line can list them without loading the solver.
 EXPRESSION_METHODS = ("fused", "predictor", "solve")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "expression_predictor.npz"
-PREDICTOR_SHA256 = "20414e9b306c75c349c2c4e2084acc1487739346aab59f54225d6eb70ca6e99f"  # bench.predictor_train prints it
+PREDICTOR_SHA256 = "cb57f8b5d778e75ced5b766b23dfffdde782f6be88ffb6505ab1ff2d43a5393d"  # bench.predictor_train prints it
 
 # MediaPipe face-mesh indices that move with expression: lids, brows, lips, irises, jaw line, cheeks.
 _EYES = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
