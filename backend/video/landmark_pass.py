@@ -111,6 +111,7 @@ def landmark_pass(info: VideoInfo, landmarker, tasks, report: DecodeReport, work
     """Every frame's landmarks; ``report`` gets the decoding's notes (the whole file's)."""
     import dataclasses
     import json
+    import os
     import subprocess
     import sys
     import tempfile
@@ -127,8 +128,11 @@ def landmark_pass(info: VideoInfo, landmarker, tasks, report: DecodeReport, work
         # A fresh interpreter, not a fork (MediaPipe's graphs do not survive one) nor
         # multiprocessing's spawn (it re-imports the caller's main module).
         args = [sys.executable, "-m", "backend.video.landmark_pass", json.dumps(dataclasses.asdict(info)), str(split), str(out)]
+        # The child imports this package from where this process did, installed or not.
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
         worker = subprocess.Popen(args + ([] if tasks is None else [str(tasks.path)]), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE)
+                                  stderr=subprocess.PIPE, env=env)
         try:
             own = track_range(info, landmarker, tasks, DecodeReport(), stop=split, on_frame=on_frame)
             _, err = worker.communicate()
