@@ -57,6 +57,26 @@ def bundle_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def d8_bundle(reconstructor, tmp_path_factory):
+    """A real head: d8.jpg through the session's Reconstructor (no second model load)."""
+    out = tmp_path_factory.mktemp("d8") / "d8"
+    reconstructor.reconstruct([MEDIA / "images" / "d8.jpg"], out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def registered_addon(tmp_path_factory):
+    """The built extension imported as ``headrig`` and registered; the scene is reset afterwards."""
+    import bpy
+
+    import build_addon
+
+    with build_addon.imported(tmp_path_factory.mktemp("addon"), register=True) as mod:
+        yield mod
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+@pytest.fixture(scope="module")
 def addon(tmp_path_factory):
     """The add-on package from the built zip (vendored ``headrig_shared`` and all), importable as
     ``headrig`` (not registered). Shared here, never by importing another test module: a bpy test

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import build_addon
 from shared.animation import AnimationClip, euler_ypr_to_quaternion
 from tests.conftest import MEDIA, require_shared
 
@@ -26,20 +25,6 @@ pytestmark = pytest.mark.blender
 FPS, N = 30.0, 31  # one second: frame 1 .. 31
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(reconstructor, tmp_path_factory):
-    """A real head: d8.jpg through the backend's Reconstructor (conftest's session fixture)."""
-    out = tmp_path_factory.mktemp("anim") / "d8"
-    reconstructor.reconstruct([MEDIA / "images" / "d8.jpg"], out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def addon(tmp_path_factory):
-    """The built extension, imported as ``headrig`` and registered; the scene is reset afterwards."""
-    with build_addon.imported(tmp_path_factory.mktemp("addon"), register=True) as mod:
-        yield mod
-    bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
 def _module(name: str):
@@ -58,9 +43,9 @@ def make_clip(keys=("jawOpen", "notAShapeKey"), n: int = N, fps: float = FPS, ya
         source={"file": "synthetic.mp4"}).validate()
 
 
-def _fresh_head(bundle_dir):
+def _fresh_head(d8_bundle):
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    return _module("importer").import_bundle(bpy.context, bundle_dir, replace=True)
+    return _module("importer").import_bundle(bpy.context, d8_bundle, replace=True)
 
 
 def _chin(head) -> int:
@@ -79,9 +64,9 @@ def _evaluated_co(head, index: int):
     return co
 
 
-def test_apply_animation_drives_shape_keys_and_the_root(addon, bundle_dir):
+def test_apply_animation_drives_shape_keys_and_the_root(registered_addon, d8_bundle):
     animation = _module("animation")
-    head = _fresh_head(bundle_dir)
+    head = _fresh_head(d8_bundle)
     scene, keys, root = bpy.context.scene, head.data.shape_keys, head.parent
     assert root.name == "d8_root"
     # the artist's own take on the shape keys and the root, made the ordinary way
@@ -136,9 +121,9 @@ def _channel_curves(anim_data):
     return []
 
 
-def test_same_name_again_keeps_the_first_as_previous(addon, bundle_dir):
+def test_same_name_again_keeps_the_first_as_previous(registered_addon, d8_bundle):
     animation = _module("animation")
-    head = _fresh_head(bundle_dir)
+    head = _fresh_head(d8_bundle)
     first = animation.apply_animation(bpy.context, head, make_clip(), "d8 perf")
     second = animation.apply_animation(bpy.context, head, make_clip(yaw_deg=-10), "d8 perf")
     assert second["shape_action"] == "d8 perf" and second["previous_shape_action"] == "d8 perf (previous)"
@@ -150,9 +135,9 @@ def test_same_name_again_keeps_the_first_as_previous(addon, bundle_dir):
     assert head.parent.matrix_world.to_euler().z == pytest.approx(math.radians(-10), abs=1e-4)
 
 
-def test_fractional_fps_and_quaternion_continuity(addon, bundle_dir):
+def test_fractional_fps_and_quaternion_continuity(registered_addon, d8_bundle):
     animation = _module("animation")
-    head = _fresh_head(bundle_dir)
+    head = _fresh_head(d8_bundle)
     clip = make_clip(fps=30000 / 1001, n=10)
     # q and -q are the same rotation: flip every other one, as a tracker may emit them
     clip.head_rotation = [[-c for c in q] if i % 2 else q for i, q in enumerate(clip.head_rotation)]
@@ -170,15 +155,15 @@ def test_fractional_fps_and_quaternion_continuity(addon, bundle_dir):
         animation.apply_animation(bpy.context, head.parent, make_clip(), "x")
 
 
-def _video_bundle(bundle_dir: Path, out: Path) -> Path:
+def _video_bundle(d8_bundle: Path, out: Path) -> Path:
     """The photo bundle made into what a video build returns: animation.json + an animated head.glb."""
     from shared.animation import animation_bytes
     from shared.bundle import read_bundle, write_bundle
 
-    manifest = read_bundle(bundle_dir)
+    manifest = read_bundle(d8_bundle)
     clip = make_clip(keys=tuple(manifest.shape_keys), missing=())
-    files = {name: bundle_dir / name for name in manifest.files}
-    files["head.glb"] = _animated_glb(bundle_dir / "head.glb", clip)
+    files = {name: d8_bundle / name for name in manifest.files}
+    files["head.glb"] = _animated_glb(d8_bundle / "head.glb", clip)
     files["animation.json"] = animation_bytes(clip)
     manifest.files = {"animation.json": {"role": "animation"}}
     write_bundle(out, manifest, files)
@@ -219,8 +204,8 @@ def _animated_glb(path: Path, clip: AnimationClip) -> bytes:
     return b"".join(gltf.save_to_bytes())
 
 
-def test_video_bundle_import_replaces_the_gltf_animation(addon, bundle_dir, tmp_path):
-    video = _video_bundle(bundle_dir, tmp_path / "d8video")
+def test_video_bundle_import_replaces_the_gltf_animation(registered_addon, d8_bundle, tmp_path):
+    video = _video_bundle(d8_bundle, tmp_path / "d8video")
     bpy.ops.wm.read_factory_settings(use_empty=True)
     gltf_addon = bpy.context.preferences.addons.get("io_scene_gltf2")
     if gltf_addon is not None:  # its optional animation list, which the importer fills too
@@ -247,11 +232,11 @@ def test_video_bundle_import_replaces_the_gltf_animation(addon, bundle_dir, tmp_
         gltf_addon.preferences.animation_ui = False
 
 
-def test_bad_animation_json_is_one_line_and_imports_nothing(addon, bundle_dir, tmp_path):
+def test_bad_animation_json_is_one_line_and_imports_nothing(registered_addon, d8_bundle, tmp_path):
     from shared.bundle import read_bundle, write_bundle
 
-    manifest = read_bundle(bundle_dir)
-    files = {name: bundle_dir / name for name in manifest.files}
+    manifest = read_bundle(d8_bundle)
+    files = {name: d8_bundle / name for name in manifest.files}
     files["animation.json"] = b'{"format": "headrig.animation", "version": 1}'
     manifest.files = {"animation.json": {"role": "animation"}}
     write_bundle(tmp_path / "bad", manifest, files)
@@ -286,8 +271,8 @@ def _livelink_csv(path: Path, frames: int = 10) -> Path:
     return path
 
 
-def test_import_livelink_csv_operator(addon, bundle_dir, tmp_path):
-    head = _fresh_head(bundle_dir)
+def test_import_livelink_csv_operator(registered_addon, d8_bundle, tmp_path):
+    head = _fresh_head(d8_bundle)
     bpy.context.view_layer.objects.active = head.parent  # the root empty works as well as the mesh
     csv = _livelink_csv(tmp_path / "take1.csv")
     assert bpy.ops.headrig.import_livelink(filepath=str(csv)) == {"FINISHED"}
@@ -306,8 +291,8 @@ def test_import_livelink_csv_operator(addon, bundle_dir, tmp_path):
     assert keys.animation_data.action.name == "d8 livelink take1"  # a failed import changes nothing
 
 
-def test_operators_need_a_head(addon, bundle_dir, tmp_path):
-    _fresh_head(bundle_dir)
+def test_operators_need_a_head(registered_addon, d8_bundle, tmp_path):
+    _fresh_head(d8_bundle)
     empty = bpy.data.objects.new("stranger", None)
     bpy.context.scene.collection.objects.link(empty)
     bpy.context.view_layer.objects.active = empty
@@ -321,7 +306,7 @@ def test_operators_need_a_head(addon, bundle_dir, tmp_path):
     assert "still.jpg: not a video" in str(e.value)
 
 
-def test_build_refuses_a_video_with_other_inputs(addon, tmp_path):
+def test_build_refuses_a_video_with_other_inputs(registered_addon, tmp_path):
     require_shared()
     video = MEDIA / "video" / "d3.mp4"
     assert video.is_file(), f"sample media missing: {video}"
@@ -336,11 +321,11 @@ def test_build_refuses_a_video_with_other_inputs(addon, tmp_path):
     assert not [e for e in _module("jobs").registry().jobs.values()]
 
 
-def test_retarget_result_is_applied_by_the_timer(addon, bundle_dir, tmp_path):
+def test_retarget_result_is_applied_by_the_timer(registered_addon, d8_bundle, tmp_path):
     """The drain's side of a retarget job: a fetched result folder becomes a new Action on its head."""
     from shared.animation import animation_bytes
 
-    head = _fresh_head(bundle_dir)
+    head = _fresh_head(d8_bundle)
     jobs, drain = _module("jobs"), _module("drain")
     reg = jobs.registry()
     clip = make_clip()
@@ -369,11 +354,11 @@ def test_retarget_result_is_applied_by_the_timer(addon, bundle_dir, tmp_path):
     reg.clear_finished()
 
 
-def test_panel_draws_the_performance_box(addon, bundle_dir):
+def test_panel_draws_the_performance_box(registered_addon, d8_bundle):
     from types import SimpleNamespace
     from unittest.mock import MagicMock
 
-    head = _fresh_head(bundle_dir)
+    head = _fresh_head(d8_bundle)
     _module("animation").apply_animation(bpy.context, head, make_clip(), "d8 perf")
     panel = _module("panel").HEADRIG_PT_main
     layout = MagicMock()

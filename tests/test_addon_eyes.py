@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import build_addon
 from shared.animation import AnimationClip
-from tests.conftest import MEDIA
 
 bpy = pytest.importorskip("bpy")
 
@@ -30,18 +28,6 @@ GAZE = {"eye_L": ((20.0, 0.0), (0.0, 15.0)), "eye_R": ((-12.0, 0.0), (0.0, -8.0)
 TOL_DEG = 0.5
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(reconstructor, tmp_path_factory):
-    out = tmp_path_factory.mktemp("eyes") / "d8"
-    reconstructor.reconstruct([MEDIA / "images" / "d8.jpg"], out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def addon(tmp_path_factory):
-    with build_addon.imported(tmp_path_factory.mktemp("addon"), register=True) as mod:
-        yield mod
-    bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
 def _module(name: str):
@@ -65,9 +51,9 @@ def make_clip() -> AnimationClip:
         source={"file": "gaze.mp4"}).validate()
 
 
-def _fresh_head(bundle_dir):
+def _fresh_head(d8_bundle):
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    return _module("importer").import_bundle(bpy.context, bundle_dir, replace=True)
+    return _module("importer").import_bundle(bpy.context, d8_bundle, replace=True)
 
 
 def _evaluated(head) -> np.ndarray:
@@ -94,12 +80,12 @@ def _gaze_matrix(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     return rz @ rx
 
 
-def test_import_builds_the_eye_rig(addon, asset, bundle_dir):
+def test_import_builds_the_eye_rig(registered_addon, asset, d8_bundle):
     from shared.bundle import read_bundle
 
     eyes = _module("eyes")
-    head = _fresh_head(bundle_dir)
-    head = _module("importer").import_bundle(bpy.context, bundle_dir, replace=True)  # a re-import: no leftovers
+    head = _fresh_head(d8_bundle)
+    head = _module("importer").import_bundle(bpy.context, d8_bundle, replace=True)  # a re-import: no leftovers
     rig = eyes.rig_of(head)
     assert rig is not None and rig.name == "d8_eyes" and rig.type == "ARMATURE"
     assert len(bpy.data.armatures) == 1 and [o.name for o in bpy.data.objects if o.type == "ARMATURE"] == ["d8_eyes"]
@@ -110,7 +96,7 @@ def test_import_builds_the_eye_rig(addon, asset, bundle_dir):
     assert rig.animation_data is None or rig.animation_data.action is None  # a photo head: rest, no Action
     rest = np.array([list(kb.co) for kb in head.data.shape_keys.key_blocks[0].data])
     slots = [s.material.name for s in head.material_slots]
-    identity = np.asarray(read_bundle(bundle_dir).identity)
+    identity = np.asarray(read_bundle(d8_bundle).identity)
     for bone, side, part, materials in (("eye_L", 1, "eyeball_left", ("M_ScleraLeft", "M_IrisLeft")),
                                         ("eye_R", -1, "eyeball_right", ("M_ScleraRight", "M_IrisRight"))):
         members = _group(head, bone)
@@ -135,9 +121,9 @@ def _front_vertex(rest: np.ndarray, members: np.ndarray) -> int:
     return int(members[np.argmin(rest[members, 1])])
 
 
-def test_gaze_turns_the_eyeballs_by_the_clip_angles(addon, bundle_dir):
+def test_gaze_turns_the_eyeballs_by_the_clip_angles(registered_addon, d8_bundle):
     eyes = _module("eyes")
-    head = _fresh_head(bundle_dir)
+    head = _fresh_head(d8_bundle)
     summary = _module("animation").apply_animation(bpy.context, head, make_clip(), "d8 gaze")
     rig = eyes.rig_of(head)
     assert summary["eyes_action"] == "d8 gaze (eyes)" and rig.animation_data.action.name == "d8 gaze (eyes)"
@@ -173,10 +159,10 @@ def test_gaze_turns_the_eyeballs_by_the_clip_angles(addon, bundle_dir):
     assert np.abs(_evaluated(head) - rest).max() < 1e-6
 
 
-def test_a_head_without_a_rig_gets_one_when_animated(addon, bundle_dir):
+def test_a_head_without_a_rig_gets_one_when_animated(registered_addon, d8_bundle):
     """A head imported before rigs existed (no modifier, no armature) is rigged on its first animation."""
     eyes = _module("eyes")
-    head = _fresh_head(bundle_dir)
+    head = _fresh_head(d8_bundle)
     rig = eyes.rig_of(head)
     head.modifiers.remove(head.modifiers["HeadRig eyes"])
     for name in ("eye_L", "eye_R"):
@@ -213,14 +199,14 @@ def _instances(obj) -> np.ndarray:
     return np.stack([found[i] for i in range(len(found))])
 
 
-def test_eyeball_gaussians_turn_with_the_eyes(addon, asset, bundle_dir, tmp_path):
+def test_eyeball_gaussians_turn_with_the_eyes(registered_addon, asset, d8_bundle, tmp_path):
     torch = pytest.importorskip("torch")
     from backend.avatar.binding import GaussianBinding, deform
     from backend.avatar.ply import write_gaussians_ply
     from shared.bundle import read_bundle
 
     n = 120
-    identity = np.asarray(read_bundle(bundle_dir).identity)
+    identity = np.asarray(read_bundle(d8_bundle).identity)
     rest_verts = torch.tensor(asset.vertices(identity) / 100.0, dtype=torch.float32)
     names = asset.material_names
     side_of = {names.index(m): bone for bone, ms in (("eye_L", ("M_ScleraLeft", "M_IrisLeft")),
@@ -239,7 +225,7 @@ def test_eyeball_gaussians_turn_with_the_eyes(addon, asset, bundle_dir, tmp_path
     ply = write_gaussians_ply(tmp_path / "gaussians.ply", means, rots, scales, torch.sigmoid(binding.opacity_logit),
                               binding.sh, binding=binding)
 
-    head = _fresh_head(bundle_dir)
+    head = _fresh_head(d8_bundle)
     obj = _module("gaussians").import_gaussians(bpy.context, head, ply)
     _module("animation").apply_animation(bpy.context, head, make_clip(), "d8 gaze")
     rig = _module("eyes").rig_of(head)
@@ -280,8 +266,8 @@ def _livelink_csv(path: Path, frames: int = 10) -> Path:
     return path
 
 
-def test_livelink_eye_angles_drive_the_bones(addon, bundle_dir, tmp_path):
-    head = _fresh_head(bundle_dir)
+def test_livelink_eye_angles_drive_the_bones(registered_addon, d8_bundle, tmp_path):
+    head = _fresh_head(d8_bundle)
     bpy.context.view_layer.objects.active = head
     csv = _livelink_csv(tmp_path / "look.csv")
     assert bpy.ops.headrig.import_livelink(filepath=str(csv)) == {"FINISHED"}

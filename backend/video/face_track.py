@@ -50,14 +50,16 @@ class VideoFaceTracker:
         self.crop_scale = crop_scale
         self.crop_size = crop_size  # MediaPipe resizes the face region to 192 px itself
         self.recrop_drift = recrop_drift
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
+        # The legacy mesh only when the Tasks graph does not take its place.
+        self._mesh = None if tasks is not None else mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False, refine_landmarks=True, max_num_faces=1,
             min_detection_confidence=min_detection_confidence, min_tracking_confidence=0.5)
         self._previous: np.ndarray | None = None
         self._crop: tuple[int, int, int] | None = None  # x0, y0, side in frame pixels
 
     def close(self) -> None:
-        self._mesh.close()
+        if self._mesh is not None:
+            self._mesh.close()
 
     def __enter__(self) -> VideoFaceTracker:
         return self
@@ -71,7 +73,8 @@ class VideoFaceTracker:
         self._reset_mesh()
 
     def _reset_mesh(self) -> None:
-        self._mesh.reset()
+        if self._mesh is not None:
+            self._mesh.reset()
         if self.tasks is not None:
             self.tasks.reset()
 
