@@ -73,11 +73,14 @@ def build_avatar(rec, track, texture: np.ndarray, preset: str, decode: Callable[
 
 
 def prepare_clip(rec, track, texture: np.ndarray, cfg: TrainConfig, decode,
-                 photos: list[str | Path] | None = None) -> PreparedClip:
+                 photos: list[str | Path] | None = None,
+                 split: tuple[list[int], list[int]] | None = None) -> PreparedClip:
     """The clip's avatar inputs (``PreparedClip``): crops of the training and held-out frames
     with their person masks (MediaPipe), tracked poses, identity, atlas and landmark model; the
-    ``photos`` (fitted to the clip's identity) join the training frames."""
-    train_ids, heldout_ids = split_frames(track, cfg.train_frames, cfg.heldout_frames)
+    ``photos`` (fitted to the clip's identity) join the training frames. ``split``: (training,
+    held-out) frame numbers instead of ``split_frames``'s (A/B runs of two trackings compare
+    the same frames)."""
+    train_ids, heldout_ids = split or split_frames(track, cfg.train_frames, cfg.heldout_frames)
     images = decode(set(train_ids) | set(heldout_ids))
     frames = {}
     for i in train_ids + heldout_ids:
