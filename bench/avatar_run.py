@@ -120,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a TrainConfig field (float/int/bool), e.g. --set coverage_weight=0")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--sheet", type=Path, default=None, help="PNG of the holes from 18 views")
+    parser.add_argument("--heldout-sheet", type=Path, default=None,
+                        help="PNG of six held-out frames: input | Gaussians | error x4 | textured mesh")
     args = parser.parse_args(argv)
 
     from backend.avatar.coverage import ViewSet
-    from backend.avatar.pipeline import fit_avatar
+    from backend.avatar.pipeline import fit_avatar, heldout_sheet
     from backend.avatar.prepared import load_prepared
     from backend.avatar.train import PRESETS
 
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.set:
         cfg = override(cfg, *item.split("=", 1))
     wall = time.perf_counter()
-    trainer, stats, metrics, _ = fit_avatar(asset, clip, cfg, args.device)
+    trainer, stats, metrics, mesh_baseline = fit_avatar(asset, clip, cfg, args.device)
     report = {"clip": clip.clip, "preset": args.preset, "device": str(trainer.device), "size": clip.size,
               "steps": cfg.steps, "training_s": round(stats["seconds"], 2), "fit_wall_s": round(time.perf_counter() - wall, 2),
               "gaussians": stats["gaussians"], "threads": stats.get("threads"),
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
               "overrides": args.set}
     if args.sheet:
         hole_sheet(trainer, asset, args.sheet)
+    if args.heldout_sheet:
+        args.heldout_sheet.write_bytes(heldout_sheet(trainer, clip.heldout, mesh_baseline))
     text = json.dumps(report)
     print(text, flush=True)
     if args.out:

@@ -62,7 +62,7 @@ def build_avatar(rec, track, texture: np.ndarray, preset: str, decode: Callable[
     identity = (trainer.identity0 + trainer.identity_delta).detach().cpu().numpy().astype(np.float64)
     verts_m = torch.as_tensor(rec.asset.vertices(identity) / 100.0, dtype=torch.float32, device=trainer.device)
     ply = avatar_ply_bytes(trainer.avatar, verts_m)
-    sheet = _sheet(trainer, clip.heldout, mesh_baseline)
+    sheet = heldout_sheet(trainer, clip.heldout, mesh_baseline)
     report = {"preset": preset, "config": _plain(asdict(cfg)), "train_frames": [f.index for f in clip.train],
               "heldout_frames": [f.index for f in clip.heldout], "training": stats, "heldout": metrics,
               "identity_change": float(np.abs(identity - track.identity).max())}
@@ -155,7 +155,8 @@ def expression_bake_bytes(avatar, ply: bytes, linearisation: str = "secant") -> 
     return expressions_bytes(expr)
 
 
-def _sheet(trainer: AvatarTrainer, frames: list[AvatarFrame], baseline) -> bytes:
+def heldout_sheet(trainer: AvatarTrainer, frames: list[AvatarFrame], baseline) -> bytes:
+    """PNG bytes: the first six ``frames``, one row each: input | Gaussians | error | textured mesh."""
     rows = []
     with torch.no_grad():
         for frame in frames[:6]:
