@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from backend import __version__
+from backend.avatar.presets import AVATAR_PRESETS
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -79,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="steps of the dense photometric shape fit after the landmark fit (default: the preset's; "
                           "0 = landmarks only, fastest; BENCHMARKS.md shows error versus seconds)")
     rec.add_argument("--max-seconds", type=float, default=600.0, help="refuse videos longer than this (default 600)")
-    rec.add_argument("--avatar", choices=("fast", "quality"), default=None,
-                     help="also fit a Gaussian avatar bound to the mesh (video only): fast = CPU minutes, quality = GPU")
+    rec.add_argument("--avatar", choices=tuple(AVATAR_PRESETS), default=None,
+                     help="also fit a Gaussian avatar bound to the mesh (video only): "
+                          + "; ".join(f"{name} = {what}" for name, what in AVATAR_PRESETS.items()))
     rec.add_argument("--avatar-photos", nargs="+", default=None, metavar="PHOTO",
                      help="with a video and --avatar: photos of the same person (front, profiles) to train on too")
     rec.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

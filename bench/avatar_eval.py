@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from backend.avatar.presets import AVATAR_PRESETS
 from backend.reconstruct import ReconstructOptions, Reconstructor
 from backend.video.pipeline import VideoPipeline
 
@@ -25,7 +26,7 @@ CLIPS = REPO.parent / "shared" / "media" / "video"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="fast", choices=("fast", "quality"))
+    parser.add_argument("--preset", default="fast", choices=tuple(AVATAR_PRESETS))
     parser.add_argument("--clips", type=Path, default=CLIPS)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "avatar_eval.json")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""``--avatar fast|quality``: a tracked clip -> a Gaussian avatar bound to the head mesh.
+"""``--avatar fast|balanced|quality``: a tracked clip -> a Gaussian avatar bound to the head mesh.
 
 Picks training and held-out frames, crops them, initialises the Gaussians from the fitted mesh
 and baked texture (GPHM), trains (``backend.avatar.train``), evaluates the held-out frames against

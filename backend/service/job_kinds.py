@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from backend.avatar.presets import AVATAR_PRESETS
 from backend.service.jobstore import describe_files, sha256_file
 from shared.folders import staged_folder
 from shared.media import is_video_path
@@ -57,13 +58,14 @@ def run_probe(runner, job_id: str, params: dict, inputs: list[Path], result_dir:
 def run_reconstruct(runner, job_id: str, params: dict, inputs: list[Path], result_dir: Path) -> list[dict]:
     """Photos, or one video, -> head bundle in ``result_dir`` (written atomically by ``write_bundle``).
 
-    params: {"avatar": "fast" | "quality"} (video only) also fits the Gaussian avatar."""
+    params: {"avatar": a name of ``AVATAR_PRESETS``} (video only) also fits the Gaussian avatar."""
     unknown = sorted(set(params) - {"avatar"})
     if unknown:
         raise JobFailed("bad_params", f"reconstruct: unknown params {', '.join(unknown)}; it takes only 'avatar'")
     avatar = params.get("avatar")
-    if avatar not in (None, "fast", "quality"):
-        raise JobFailed("bad_params", f"reconstruct: params.avatar must be 'fast' or 'quality', got {avatar!r:.40}")
+    if avatar is not None and avatar not in AVATAR_PRESETS:
+        raise JobFailed("bad_params", f"reconstruct: params.avatar must be one of {', '.join(AVATAR_PRESETS)}, "
+                                      f"got {avatar!r:.40}")
     rec = runner.reconstructor(job_id)
     videos = [p for p in inputs if is_video_path(p)]
     if videos:
