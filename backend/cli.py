@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from backend import __version__
-from backend.avatar.presets import AVATAR_PRESETS
+from shared.protocol import AVATAR_PRESETS
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 

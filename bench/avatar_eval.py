@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from backend.avatar.presets import AVATAR_PRESETS
+from shared.protocol import AVATAR_PRESETS
 from backend.reconstruct import ReconstructOptions, Reconstructor
 from backend.video.pipeline import VideoPipeline
 

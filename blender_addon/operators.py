@@ -22,6 +22,7 @@ from bpy.props import CollectionProperty, StringProperty
 from . import jobs, preferences
 from .importer import ImportFailed, import_bundle
 from .jobs import registry_or_report, settings_or_report
+from .props import NO_AVATAR
 
 PHOTO_EXTS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")  # what the backend decodes (backend/video)
@@ -197,6 +198,12 @@ class HEADRIG_OT_build_head(bpy.types.Operator):
             return None
         label = Path(photos[0]).stem + (f" +{len(photos) - 1}" if len(photos) > 1 else "")
         params = {"seconds": self.params_seconds} if self.kind == "probe" and self.params_seconds else {}
+        if self.kind == "reconstruct":
+            avatar, problem = avatar_param(context.scene.headrig.avatar, photos, videos)
+            if problem:
+                self.report({"ERROR"}, problem)
+                return None
+            params.update(avatar)
         try:
             out_dir = jobs.results_dir()
         except OSError as exc:
@@ -283,6 +290,17 @@ class HEADRIG_OT_clear_jobs(bpy.types.Operator):
             return {"CANCELLED"}
         reg.clear_finished()
         return {"FINISHED"}
+
+
+def avatar_param(choice: str, inputs: list[str], videos: list[str]) -> tuple[dict, str]:
+    """(reconstruct params for the Avatar setting ``choice``, "" or why it cannot be sent)."""
+    if choice == NO_AVATAR:
+        return {}, ""
+    if not videos:
+        first = os.path.basename(inputs[0]) if inputs else "the list"
+        return {}, (f"{first}: the {choice} avatar is trained from a video; add one clip instead of photos, "
+                    "or set Avatar to No avatar")
+    return {"avatar": choice}, ""
 
 
 class HEADRIG_OT_import_bundle(bpy.types.Operator):

@@ -69,6 +69,7 @@ class HEADRIG_PT_main(bpy.types.Panel):
         col.operator("headrig.add_photos", text="", icon="ADD")
         col.operator("headrig.remove_photo", text="", icon="REMOVE")
         col.operator("headrig.clear_photos", text="", icon="X")
+        box.prop(scene, "avatar")
         row = box.row(align=True)
         row.enabled = len(scene.photos) > 0
         row.operator("headrig.build_head", icon="PLAY")

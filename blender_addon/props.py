@@ -1,10 +1,14 @@
-"""Properties: the photo list on the Scene, connection/progress state on the WindowManager."""
+"""Properties: the photo list and build options on the Scene, connection/progress state on the WindowManager."""
 
 from __future__ import annotations
 
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, FloatProperty, IntProperty, PointerProperty,
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
+
+from .headrig_shared.protocol import AVATAR_PRESETS
+
+NO_AVATAR = "NONE"
 
 
 class HEADRIG_PG_photo(bpy.types.PropertyGroup):
@@ -14,6 +18,12 @@ class HEADRIG_PG_photo(bpy.types.PropertyGroup):
 class HEADRIG_PG_scene(bpy.types.PropertyGroup):
     photos: CollectionProperty(type=HEADRIG_PG_photo)
     photo_index: IntProperty(default=0)
+    avatar: EnumProperty(
+        name="Avatar", default=NO_AVATAR,
+        description="Also train a Gaussian avatar bound to the head (from a video): Import Gaussians and the "
+                    "turntables then show it",
+        items=[(NO_AVATAR, "No avatar", "The mesh, shape keys and animation only")]
+        + [(name, name.capitalize(), what) for name, what in AVATAR_PRESETS.items()])
 
 
 class HEADRIG_PG_wm(bpy.types.PropertyGroup):

@@ -32,6 +32,14 @@ MAX_NAME = 255                   # file names, job ids, kinds, stages
 MAX_TEXT = 4096                  # messages
 MAX_INPUTS = 64
 
+# reconstruct's params.avatar: the Gaussian avatar presets by name, with what each is for (the CLI,
+# the service and the Blender panel offer these; their settings are backend.avatar.train.PRESETS)
+AVATAR_PRESETS = {
+    "fast": "CPU, a quick look: 128² crops, 8k Gaussians, 300 steps (about 3 min for a 7-s clip on 2 cores)",
+    "balanced": "CPU, fast with twice the steps: sharper (+0.3 to +0.8 dB held-out), about twice the time",
+    "quality": "GPU: 512² crops, 100k Gaussians, 6000 steps",
+}
+
 
 class Code:
     """Stable error codes (strings on the wire)."""

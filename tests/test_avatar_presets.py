@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from backend.avatar.presets import AVATAR_PRESETS
+from shared.protocol import AVATAR_PRESETS
 from backend.avatar.train import PRESETS
 from backend.cli import build_parser
 from backend.service.job_kinds import JobFailed, run_reconstruct

@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backend.avatar.presets import AVATAR_PRESETS
+from shared.protocol import AVATAR_PRESETS
 from backend.service.jobstore import describe_files, sha256_file
 from shared.folders import staged_folder
 from shared.media import is_video_path

@@ -103,7 +103,7 @@ class VideoPipeline:
                     avatar_photos: list[str | Path] | None = None) -> VideoResult:
         """Track ``path`` and write an animated head bundle to ``out_dir`` (atomically).
 
-        ``avatar`` (a name of ``backend.avatar.presets.AVATAR_PRESETS``) also trains the Gaussian
+        ``avatar`` (a name of ``shared.protocol.AVATAR_PRESETS``) also trains the Gaussian
         avatar (``backend.avatar``); its photometric fit refines the identity the mesh is built
         with; it runs on ``avatar_device``
         ("auto" | "cpu" | "cuda") with ``avatar_threads`` CPU threads (None: the free cores), and
