@@ -20,8 +20,7 @@ class HEADRIG_PG_scene(bpy.types.PropertyGroup):
     photo_index: IntProperty(default=0)
     avatar: EnumProperty(
         name="Avatar", default=NO_AVATAR,
-        description="Also train a Gaussian avatar bound to the head (from a video): Import Gaussians and the "
-                    "turntables then show it",
+        description="Also train a Gaussian avatar bound to the head (from a video); the head arrives with it",
         items=[(NO_AVATAR, "No avatar", "The mesh, shape keys and animation only")]
         + [(name, name.capitalize(), what) for name, what in AVATAR_PRESETS.items()])
 
