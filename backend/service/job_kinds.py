@@ -15,10 +15,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared.protocol import AVATAR_PRESETS
 from backend.service.jobstore import describe_files, sha256_file
 from shared.folders import staged_folder
 from shared.media import is_video_path
+from shared.protocol import AVATAR_PRESETS
 
 MAX_MESSAGE = 1000      # characters of a failure message
 MAX_PROBE_SECONDS = 3600
