@@ -3,7 +3,8 @@
 Build a head from one video (``d3.mp4``): the imported head plays the tracked performance (one
 shape-key Action over every frame, one head-motion Action on the root, the scene at the clip's fps
 and length). Then "Retarget video" drives that head with another actor's video (``d6.mp4``): a new
-Action is applied and the first one is kept. As in ``test_addon_e2e.py`` the tests call the add-on's
+Action is applied and the first one is kept. With the Avatar setting, a head from ``d0.mp4``
+arrives with its Gaussian avatar bound to it. As in ``test_addon_e2e.py`` the tests call the add-on's
 timer function (``drain.drain``) themselves, since headless bpy has no event loop. Each test stands
 alone: the head built from the video is a module fixture both use.
 """
@@ -11,8 +12,10 @@ alone: the head built from the video is a module fixture both use.
 from __future__ import annotations
 
 import importlib
+import json
 import signal
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -28,6 +31,7 @@ pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 VIDEOS = MEDIA / "video"
 BUILD_VIDEO, DRIVING_VIDEO = VIDEOS / "d3.mp4", VIDEOS / "d6.mp4"
+AVATAR_VIDEO = VIDEOS / "d0.mp4"  # the shortest clip: the avatar trains for minutes on a CPU
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +144,27 @@ def test_retarget_video_onto_the_head(addon, server, video_head):
         scene.frame_set(frame)
         values.append(keys.key_blocks["jawOpen"].value)
     assert max(values) - min(values) > 0.05, "the jaw never moves in a talking clip"
+
+
+def test_build_head_with_an_avatar_from_the_panel(addon, server):
+    """The Build head box's Avatar setting reaches the server: the head arrives with its Gaussians
+    (and their expression bake) bound to it, and the avatar beats the textured mesh held out."""
+    prefs = importlib.import_module("headrig.preferences").get_prefs(bpy.context)
+    prefs.server_address, prefs.timeout_s = server.address, 10.0
+    bpy.ops.headrig.clear_photos()
+    assert bpy.ops.headrig.add_photos(filepath=str(AVATAR_VIDEO)) == {"FINISHED"}
+    bpy.context.scene.headrig.avatar = "fast"
+    try:
+        entry = _new_entry(bpy.ops.headrig.build_head)
+        _run(entry, 1100)
+    finally:
+        bpy.context.scene.headrig.avatar = "NONE"
+    assert entry.state == "done", entry.message
+    report = json.loads((Path(entry.bundle_path) / "avatar.json").read_text())
+    assert report["preset"] == "fast"
+    gaussians = bpy.data.objects[f"{AVATAR_VIDEO.stem}_gaussians"]
+    assert gaussians.parent == bpy.data.objects[entry.object_name].parent
+    assert len(gaussians.data.vertices) == report["training"]["gaussians"]
+    assert gaussians["headrig_expression_keys"] == 53
+    held_out = report["heldout"]["mean"]
+    assert held_out["psnr"] > held_out["mesh_psnr"] + 3.0
