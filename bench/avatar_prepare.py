@@ -60,13 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_frames:
         cfg = replace(cfg, train_frames=args.train_frames)
     with Reconstructor(ReconstructOptions(progress=False)) as rec, tempfile.TemporaryDirectory() as tmp:
-        options = VideoOptions(progress=False)
-        expressions = ExpressionOptions()
-        if args.expressions:
-            expressions = replace(expressions, method=args.expressions)
-        if args.smoothing is not None:
-            expressions = replace(expressions, offline_smoothing=args.smoothing)
-        options = replace(options, expressions=expressions)
+        given = {"method": args.expressions, "offline_smoothing": args.smoothing}
+        options = VideoOptions(progress=False, expressions=ExpressionOptions(**{k: v for k, v in given.items() if v is not None}))
         if args.prior_weight is not None:
             options = replace(options, track=replace(options.track, prior_weight=args.prior_weight))
         vp = VideoPipeline(rec, options)

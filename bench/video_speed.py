@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from backend.reconstruct import ReconstructOptions, Reconstructor
+from backend.video.predictor import EXPRESSION_METHODS
 from backend.video.track import ExpressionOptions, VideoOptions, track_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=Path, default=CLIPS)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "video_speed.json")
-    parser.add_argument("--method", default="fused", help="expression method (backend.video.track.ExpressionOptions)")
+    parser.add_argument("--method", default="fused", choices=EXPRESSION_METHODS,
+                        help="expression method (backend.video.track.ExpressionOptions)")
     parser.add_argument("--workers", type=int, default=0, help="landmark processes (0: as many as the cores allow, up to 2)")
     parser.add_argument("--photometric-steps", type=int, default=None, help="override the identity's photometric stage (0: off)")
     parser.add_argument("--only", nargs="*", default=None, help="clip file names to time (default: all)")
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     options = VideoOptions(progress=False, workers=args.workers, expressions=ExpressionOptions(method=args.method))
     ropts = ReconstructOptions(progress=False)
     if args.photometric_steps is not None:
-        ropts.photometric.steps = args.photometric_steps
+        ropts = replace(ropts, photometric=replace(ropts.photometric, steps=args.photometric_steps))
     rec = Reconstructor(ropts)
     clips = [p for p in sorted(args.clips.glob("*.mp4")) if not args.only or p.name in args.only]
     track_video(rec, clips[0], options)  # warm-up
